@@ -1,0 +1,1 @@
+//! File formats shared by stages: tensors in safetensors (and .npy), JSON sidecars.

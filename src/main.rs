@@ -1,0 +1,2 @@
+//! The `eqflow` binary: parse, dispatch, map errors to exit codes.
+fn main() {}

@@ -1,0 +1,5 @@
+//! A thin layer over dfdx and plain-Rust kernels: our ops, models, training loops, checkpoints.
+
+// --- point models (score MLP, flow kernel) ---
+
+// --- image models (convolutional score models, image flows) ---

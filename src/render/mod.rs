@@ -1,0 +1,1 @@
+//! Figures: deterministic PNG and GIF output.

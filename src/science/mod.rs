@@ -1,0 +1,7 @@
+//! Pure numerics without I/O or pipeline concerns: dynamical systems, integrators, metrics, kernels.
+
+pub mod rng;
+
+// --- low-dimensional systems (points, Lorenz) ---
+
+// --- Turing patterns (Gray-Scott) and image flows ---
