@@ -5,7 +5,15 @@
 //! nothing about the science: stage kinds (`stages/`) are the thin seam between the two.
 #![warn(missing_docs)]
 
-pub mod science;
-pub mod nn;
-pub mod render;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod exec;
 pub mod io;
+pub mod logging;
+pub mod nn;
+pub mod plan;
+pub mod render;
+pub mod report;
+pub mod science;
+pub mod stages;

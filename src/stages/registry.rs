@@ -1,0 +1,15 @@
+//! The one list of stage kinds. A new kind is one new file in `stages/` and one line here.
+
+use super::StageKind;
+
+static KINDS: &[&dyn StageKind] = &[&super::dataset::Dataset];
+
+/// Every registered kind, in documentation order.
+pub fn all_kinds() -> &'static [&'static dyn StageKind] {
+    KINDS
+}
+
+/// The kind called `name`.
+pub fn find_kind(name: &str) -> Option<&'static dyn StageKind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
