@@ -8,7 +8,9 @@ fn main() {
     eqflow::logging::init(cli.verbose, cli.quiet);
     if let Some(n) = cli.threads {
         // The global pool does the numerics; a fixed count makes outputs bit-identical between runs.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
     }
     if let Err(failure) = dispatch(&cli) {
         eprintln!("{failure}");

@@ -118,8 +118,10 @@ impl Cache {
         if !dir.exists() {
             return Ok(Vec::new());
         }
-        let mut keys: Vec<String> =
-            fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut keys: Vec<String> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         keys.sort();
         Ok(keys)
     }
@@ -147,14 +149,22 @@ impl Cache {
                 Err(_) => return Lookup::Corrupt(format!("output `{name}` is missing")),
             };
             if meta.len() != rec.size {
-                return Lookup::Corrupt(format!("output `{name}` has {} bytes, manifest says {}", meta.len(), rec.size));
+                return Lookup::Corrupt(format!(
+                    "output `{name}` has {} bytes, manifest says {}",
+                    meta.len(),
+                    rec.size
+                ));
             }
             if mtime_ns(&meta) == Some(rec.mtime_ns) {
                 continue;
             }
             match hash_file(&path) {
                 Ok(h) if h == rec.blake3 => {}
-                Ok(_) => return Lookup::Corrupt(format!("output `{name}` does not match its blake3 in the manifest")),
+                Ok(_) => {
+                    return Lookup::Corrupt(format!(
+                        "output `{name}` does not match its blake3 in the manifest"
+                    ))
+                }
                 Err(e) => return Lookup::Corrupt(format!("output `{name}` unreadable: {e}")),
             }
         }
@@ -166,15 +176,22 @@ impl Cache {
         let dir = self.root.join("locks");
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("{key}.lock"));
-        let file = File::options().create(true).truncate(false).write(true).open(&path)
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
             .with_context(|| format!("cannot open lock {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok((KeyLock { _file: file }, false)),
             Err(fs::TryLockError::WouldBlock) => {
-                file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+                file.lock()
+                    .with_context(|| format!("cannot lock {}", path.display()))?;
                 Ok((KeyLock { _file: file }, true))
             }
-            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
         }
     }
 
@@ -186,14 +203,21 @@ impl Cache {
         // debris from a run that was killed.
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&format!("{key}.")) {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{key}."))
+                {
                     let _ = fs::remove_dir_all(e.path());
                 }
             }
         }
         let dir = tmp.join(format!("{key}.{}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Staging { dir, key: key.to_string(), committed: false })
+        Ok(Staging {
+            dir,
+            key: key.to_string(),
+            committed: false,
+        })
     }
 
     /// Records the outputs of a finished stage in `manifest` and renames the staging directory into place.
@@ -209,19 +233,37 @@ impl Cache {
         fs::create_dir_all(self.root.join("entries"))?;
         if dest.exists() {
             // A corrupt entry being replaced: move it aside first so the rename below is atomic.
-            let trash = self.root.join("tmp").join(format!("{}.trash.{}", staging.key, std::process::id()));
-            fs::rename(&dest, &trash).with_context(|| format!("cannot move aside {}", dest.display()))?;
+            let trash =
+                self.root
+                    .join("tmp")
+                    .join(format!("{}.trash.{}", staging.key, std::process::id()));
+            fs::rename(&dest, &trash)
+                .with_context(|| format!("cannot move aside {}", dest.display()))?;
             let _ = fs::remove_dir_all(&trash);
         }
-        fs::rename(staging.dir(), &dest).with_context(|| format!("cannot commit {}", dest.display()))?;
+        fs::rename(staging.dir(), &dest)
+            .with_context(|| format!("cannot commit {}", dest.display()))?;
         staging.committed = true;
         sync_dir(&self.root.join("entries"));
         Ok(dest)
     }
 
     fn runs_path(&self, pipeline: &str, label: &str) -> PathBuf {
-        let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=,".contains(c) { c } else { '_' }).collect::<String>();
-        self.root.join("runs").join(safe(pipeline)).join(format!("{}.json", safe(label)))
+        let safe = |s: &str| {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.=,".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        };
+        self.root
+            .join("runs")
+            .join(safe(pipeline))
+            .join(format!("{}.json", safe(label)))
     }
 
     /// The key material of the last successful run of `label` in `pipeline`.
@@ -231,11 +273,20 @@ impl Cache {
     }
 
     /// Remembers `material` as the last run of `label` (atomically: write then rename).
-    pub fn record_run(&self, pipeline: &str, label: &str, material: &KeyMaterial) -> anyhow::Result<()> {
+    pub fn record_run(
+        &self,
+        pipeline: &str,
+        label: &str,
+        material: &KeyMaterial,
+    ) -> anyhow::Result<()> {
         let path = self.runs_path(pipeline, label);
         let dir = path.parent().expect("runs path has a parent");
         fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{}.{}", path.file_name().expect("file name").to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.{}",
+            path.file_name().expect("file name").to_string_lossy(),
+            std::process::id()
+        ));
         fs::write(&tmp, serde_json::to_string_pretty(material)?)?;
         fs::rename(&tmp, &path)?;
         Ok(())
@@ -271,14 +322,26 @@ fn output_hash(outputs: &BTreeMap<String, FileRecord>) -> String {
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
-    meta.modified().ok()?.duration_since(UNIX_EPOCH).ok().map(|d| d.as_nanos())
+    meta.modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos())
 }
 
-fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, FileRecord>) -> anyhow::Result<()> {
+fn collect_files(
+    base: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, FileRecord>,
+) -> anyhow::Result<()> {
     for e in fs::read_dir(dir)? {
         let e = e?;
         let path = e.path();
-        let rel = path.strip_prefix(base).expect("under base").to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(base)
+            .expect("under base")
+            .to_string_lossy()
+            .replace('\\', "/");
         if e.file_type()?.is_dir() {
             collect_files(base, &path, out)?;
         } else if !BOOKKEEPING.contains(&rel.as_str()) {
@@ -287,7 +350,11 @@ fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, FileRecord>
             let meta = fs::metadata(&path)?;
             out.insert(
                 rel,
-                FileRecord { size: meta.len(), blake3: hash_file(&path)?, mtime_ns: mtime_ns(&meta).unwrap_or(0) },
+                FileRecord {
+                    size: meta.len(),
+                    blake3: hash_file(&path)?,
+                    mtime_ns: mtime_ns(&meta).unwrap_or(0),
+                },
             );
         }
     }

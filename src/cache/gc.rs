@@ -17,7 +17,11 @@ pub struct GcEntry {
 
 /// Lists (and with `delete`, removes) every entry whose key is not in `keep`. Stale `tmp/` debris is
 /// removed too when deleting.
-pub fn collect_garbage(cache: &Cache, keep: &BTreeSet<String>, delete: bool) -> anyhow::Result<Vec<GcEntry>> {
+pub fn collect_garbage(
+    cache: &Cache,
+    keep: &BTreeSet<String>,
+    delete: bool,
+) -> anyhow::Result<Vec<GcEntry>> {
     let mut out = Vec::new();
     for key in cache.keys()? {
         if keep.contains(&key) {
@@ -27,7 +31,13 @@ pub fn collect_garbage(cache: &Cache, keep: &BTreeSet<String>, delete: bool) -> 
         let stage = std::fs::read_to_string(dir.join("manifest.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| Some(format!("{} ({})", v.get("stage")?.as_str()?, v.get("pipeline")?.as_str()?)))
+            .and_then(|v| {
+                Some(format!(
+                    "{} ({})",
+                    v.get("stage")?.as_str()?,
+                    v.get("pipeline")?.as_str()?
+                ))
+            })
             .unwrap_or_else(|| "?".into());
         let size = cache.entry_size(&key);
         if delete {

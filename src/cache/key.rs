@@ -66,7 +66,10 @@ impl KeyMaterial {
             out.push(format!("kind changed: {} -> {}", old.kind, self.kind));
         }
         if self.kind_version != old.kind_version || self.schema != old.schema {
-            out.push(format!("implementation of `{}` changed (v{} -> v{})", self.kind, old.kind_version, self.kind_version));
+            out.push(format!(
+                "implementation of `{}` changed (v{} -> v{})",
+                self.kind, old.kind_version, self.kind_version
+            ));
         }
         for (k, v) in &self.params {
             match old.params.get(k) {
@@ -88,7 +91,12 @@ impl KeyMaterial {
         if self.engine != old.engine {
             out.push(format!(
                 "engine changed: {} {} {} -> {} {} {}",
-                old.engine.eqflow, old.engine.device, old.engine.dtype, self.engine.eqflow, self.engine.device, self.engine.dtype
+                old.engine.eqflow,
+                old.engine.device,
+                old.engine.dtype,
+                self.engine.eqflow,
+                self.engine.device,
+                self.engine.dtype
             ));
         }
         out
@@ -118,6 +126,9 @@ mod tests {
         assert_eq!(material(0.01).key(), material(0.01).key());
         assert_ne!(material(0.01).key(), material(0.02).key());
         assert_eq!(material(0.01).key().len(), 32);
-        assert_eq!(material(0.02).differences(&material(0.01)), vec!["lr: 0.01 -> 0.02".to_string()]);
+        assert_eq!(
+            material(0.02).differences(&material(0.01)),
+            vec!["lr: 0.01 -> 0.02".to_string()]
+        );
     }
 }

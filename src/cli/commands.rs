@@ -46,13 +46,23 @@ impl From<Diagnostics> for Failure {
 
 /// Runs the command.
 pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     match &cli.command {
-        Command::Run { pipeline, targets, force, force_all, dry_run, jobs } => {
+        Command::Run {
+            pipeline,
+            targets,
+            force,
+            force_all,
+            dry_run,
+            jobs,
+        } => {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
             for f in force {
-                plan.select(std::slice::from_ref(f)).map_err(Failure::Usage)?;
+                plan.select(std::slice::from_ref(f))
+                    .map_err(Failure::Usage)?;
             }
             let selected = plan.select(targets).map_err(Failure::Usage)?;
             let opts = RunOptions {
@@ -75,11 +85,26 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
             let summary = exec::run(&plan, &cache, &selected, &opts);
             print!("{}", summary_table(&summary, *dry_run));
             if !dry_run {
-                let ran = summary.outcomes.iter().filter(|o| matches!(o.status, Status::Ran(_))).count();
-                let cached = summary.outcomes.iter().filter(|o| o.status == Status::Cached).count();
-                println!("{ran} ran, {cached} cached, {:.1} s", started.elapsed().as_secs_f64());
+                let ran = summary
+                    .outcomes
+                    .iter()
+                    .filter(|o| matches!(o.status, Status::Ran(_)))
+                    .count();
+                let cached = summary
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.status == Status::Cached)
+                    .count();
+                println!(
+                    "{ran} ran, {cached} cached, {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
             }
-            let failed = summary.outcomes.iter().filter(|o| matches!(o.status, Status::Failed(_))).count();
+            let failed = summary
+                .outcomes
+                .iter()
+                .filter(|o| matches!(o.status, Status::Failed(_)))
+                .count();
             if failed > 0 || summary.failed() {
                 return Err(Failure::Stages(failed.max(1)));
             }
@@ -89,7 +114,17 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
             let selected = plan.select(targets).map_err(Failure::Usage)?;
-            let summary = exec::run(&plan, &cache, &selected, &RunOptions { dry_run: true, jobs: 1, threads, ..RunOptions::default() });
+            let summary = exec::run(
+                &plan,
+                &cache,
+                &selected,
+                &RunOptions {
+                    dry_run: true,
+                    jobs: 1,
+                    threads,
+                    ..RunOptions::default()
+                },
+            );
             print!("{}", dag_text(&plan, &selected));
             println!();
             print!("{}", summary_table(&summary, true));
@@ -98,11 +133,25 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Status { pipeline } => {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
-            let summary = exec::run(&plan, &cache, &plan.order, &RunOptions { dry_run: true, jobs: 1, threads, ..RunOptions::default() });
+            let summary = exec::run(
+                &plan,
+                &cache,
+                &plan.order,
+                &RunOptions {
+                    dry_run: true,
+                    jobs: 1,
+                    threads,
+                    ..RunOptions::default()
+                },
+            );
             print!("{}", status_table(&plan, &cache, &summary));
             Ok(())
         }
-        Command::Dag { pipeline, dot, mermaid } => {
+        Command::Dag {
+            pipeline,
+            dot,
+            mermaid,
+        } => {
             let plan = build_plan(pipeline)?;
             let text = if *dot {
                 dag_dot(&plan)
@@ -117,14 +166,35 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Show { pipeline, stage } => {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
-            let selected = plan.select(std::slice::from_ref(stage)).map_err(Failure::Usage)?;
-            let summary = exec::run(&plan, &cache, &selected, &RunOptions { dry_run: true, jobs: 1, threads, ..RunOptions::default() });
+            let selected = plan
+                .select(std::slice::from_ref(stage))
+                .map_err(Failure::Usage)?;
+            let summary = exec::run(
+                &plan,
+                &cache,
+                &selected,
+                &RunOptions {
+                    dry_run: true,
+                    jobs: 1,
+                    threads,
+                    ..RunOptions::default()
+                },
+            );
             let mut found = false;
-            for o in summary.outcomes.iter().filter(|o| o.label == *stage || o.label.starts_with(&format!("{stage}["))) {
+            for o in summary
+                .outcomes
+                .iter()
+                .filter(|o| o.label == *stage || o.label.starts_with(&format!("{stage}[")))
+            {
                 match &o.dir {
                     Some(d) => {
                         found = true;
-                        println!("{}", d.display());
+                        println!(
+                            "{}",
+                            std::fs::canonicalize(d)
+                                .unwrap_or_else(|_| d.clone())
+                                .display()
+                        );
                     }
                     None => {
                         return Err(Failure::Usage(format!(
@@ -136,11 +206,17 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
                 }
             }
             if !found {
-                return Err(Failure::Usage(format!("stage `{stage}` has no outputs yet")));
+                return Err(Failure::Usage(format!(
+                    "stage `{stage}` has no outputs yet"
+                )));
             }
             Ok(())
         }
-        Command::Results { pipeline, json, csv } => {
+        Command::Results {
+            pipeline,
+            json,
+            csv,
+        } => {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
             let format = if *json {
@@ -150,34 +226,63 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
             } else {
                 ResultsFormat::Table
             };
-            print!("{}", results_table(&plan, &cache, format).map_err(Failure::Other)?);
+            print!(
+                "{}",
+                results_table(&plan, &cache, format).map_err(Failure::Other)?
+            );
             Ok(())
         }
         Command::Gc { keep, dry_run } => gc(cli, keep, *dry_run, threads),
         Command::Kinds { markdown } => {
-            print!("{}", if *markdown { kinds_markdown() } else { kinds_text() });
+            print!(
+                "{}",
+                if *markdown {
+                    kinds_markdown()
+                } else {
+                    kinds_text()
+                }
+            );
             Ok(())
         }
     }
 }
 
 fn build_plan(args: &PipelineArgs) -> Result<Plan, Failure> {
-    let sets = args.sets.iter().map(|s| Override::parse_cli(s)).collect::<Result<Vec<_>, _>>().map_err(Failure::Usage)?;
-    Ok(Plan::build(&PlanRequest { path: args.file.clone(), profile: args.profile.clone(), sets })?)
+    let sets = args
+        .sets
+        .iter()
+        .map(|s| Override::parse_cli(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    Ok(Plan::build(&PlanRequest {
+        path: args.file.clone(),
+        profile: args.profile.clone(),
+        sets,
+    })?)
 }
 
 /// The cache for a pipeline file: `--cache`/`EQFLOW_CACHE`, else `cache/` beside the `pipelines/` folder.
 pub fn default_cache_dir(pipeline: &Path) -> PathBuf {
-    let dir = pipeline.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = pipeline
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if dir.file_name().is_some_and(|n| n == "pipelines") {
-        dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("cache")
+        dir.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("cache")
     } else {
         dir.join("cache")
     }
 }
 
 fn cache_for(cli: &Cli, pipeline: &Path) -> Cache {
-    Cache::new(cli.cache.clone().unwrap_or_else(|| default_cache_dir(pipeline)))
+    Cache::new(
+        cli.cache
+            .clone()
+            .unwrap_or_else(|| default_cache_dir(pipeline)),
+    )
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -189,10 +294,18 @@ fn fmt_secs(s: f64) -> String {
 }
 
 fn summary_table(summary: &RunSummary, dry_run: bool) -> String {
-    let mut rows = vec![vec!["stage".to_string(), "kind".into(), "status".into(), if dry_run { "why".into() } else { "time".into() }]];
+    let mut rows = vec![vec![
+        "stage".to_string(),
+        "kind".into(),
+        "status".into(),
+        if dry_run { "why".into() } else { "time".into() },
+    ]];
     for o in &summary.outcomes {
         let (status, detail) = match &o.status {
-            Status::Cached => ("cached".to_string(), if dry_run { String::new() } else { "-".into() }),
+            Status::Cached => (
+                "cached".to_string(),
+                if dry_run { String::new() } else { "-".into() },
+            ),
             Status::Ran(why) => ("ran".into(), format!("{}  ({why})", fmt_secs(o.seconds))),
             Status::WouldRun(why) => ("will run".into(), why.clone()),
             Status::Failed(e) => ("FAILED".into(), e.lines().next().unwrap_or("").to_string()),
@@ -205,20 +318,50 @@ fn summary_table(summary: &RunSummary, dry_run: bool) -> String {
 
 fn render_rows(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r.iter().enumerate().map(|(c, s)| if c + 1 == r.len() { s.clone() } else { format!("{s:<w$}", w = widths[c]) }).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if c + 1 == r.len() {
+                    s.clone()
+                } else {
+                    format!("{s:<w$}", w = widths[c])
+                }
+            })
+            .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
         if i == 0 {
-            let _ = writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+            let _ = writeln!(
+                out,
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
         }
     }
     out
 }
 
 fn status_table(plan: &Plan, cache: &Cache, summary: &RunSummary) -> String {
-    let mut rows = vec![vec!["stage".to_string(), "kind".into(), "state".into(), "key".into()]];
+    let mut rows = vec![vec![
+        "stage".to_string(),
+        "kind".into(),
+        "state".into(),
+        "key".into(),
+    ]];
     for o in &summary.outcomes {
         let state = match &o.status {
             Status::Cached => "cached".to_string(),
@@ -227,7 +370,15 @@ fn status_table(plan: &Plan, cache: &Cache, summary: &RunSummary) -> String {
             Status::Failed(e) => format!("error: {e}"),
             Status::Ran(_) | Status::Skipped(_) => "?".into(),
         };
-        rows.push(vec![o.label.clone(), o.kind.clone(), state, o.key.clone().map(|k| k[..12].to_string()).unwrap_or_else(|| "-".into())]);
+        rows.push(vec![
+            o.label.clone(),
+            o.kind.clone(),
+            state,
+            o.key
+                .clone()
+                .map(|k| k[..12].to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
     }
     let _ = (plan, cache);
     render_rows(&rows)
@@ -238,26 +389,56 @@ fn dag_text(plan: &Plan, nodes: &[petgraph::graph::NodeIndex]) -> String {
     let _ = writeln!(out, "{} ({})", plan.name, plan.path.display());
     for &n in nodes {
         let inst = &plan.graph[n];
-        let inputs: Vec<String> =
-            inst.inputs.iter().map(|(p, u)| if *p == plan.graph[*u].label { p.clone() } else { format!("{} <- {}", p, plan.graph[*u].label) }).collect();
+        let inputs: Vec<String> = inst
+            .inputs
+            .iter()
+            .map(|(p, u)| {
+                if *p == plan.graph[*u].label {
+                    p.clone()
+                } else {
+                    format!("{} <- {}", p, plan.graph[*u].label)
+                }
+            })
+            .collect();
         if inputs.is_empty() {
             let _ = writeln!(out, "  {} ({})", inst.label, inst.kind.name());
         } else {
-            let _ = writeln!(out, "  {} ({})  <- {}", inst.label, inst.kind.name(), inputs.join(", "));
+            let _ = writeln!(
+                out,
+                "  {} ({})  <- {}",
+                inst.label,
+                inst.kind.name(),
+                inputs.join(", ")
+            );
         }
     }
     out
 }
 
 fn dag_dot(plan: &Plan) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", plan.name);
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+        plan.name
+    );
     for &n in &plan.order {
         let i = &plan.graph[n];
-        let _ = writeln!(out, "  n{} [label=\"{}\\n({})\"];", n.index(), i.label, i.kind.name());
+        let _ = writeln!(
+            out,
+            "  n{} [label=\"{}\\n({})\"];",
+            n.index(),
+            i.label,
+            i.kind.name()
+        );
     }
     for e in plan.graph.edge_indices() {
         let (a, b) = plan.graph.edge_endpoints(e).expect("edge exists");
-        let _ = writeln!(out, "  n{} -> n{} [label=\"{}\"];", a.index(), b.index(), plan.graph[e]);
+        let _ = writeln!(
+            out,
+            "  n{} -> n{} [label=\"{}\"];",
+            a.index(),
+            b.index(),
+            plan.graph[e]
+        );
     }
     out.push_str("}\n");
     out
@@ -267,11 +448,23 @@ fn dag_mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart LR\n");
     for &n in &plan.order {
         let i = &plan.graph[n];
-        let _ = writeln!(out, "  n{}[\"{}<br/>({})\"]", n.index(), i.label, i.kind.name());
+        let _ = writeln!(
+            out,
+            "  n{}[\"{}<br/>({})\"]",
+            n.index(),
+            i.label,
+            i.kind.name()
+        );
     }
     for e in plan.graph.edge_indices() {
         let (a, b) = plan.graph.edge_endpoints(e).expect("edge exists");
-        let _ = writeln!(out, "  n{} -->|{}| n{}", a.index(), plan.graph[e], b.index());
+        let _ = writeln!(
+            out,
+            "  n{} -->|{}| n{}",
+            a.index(),
+            plan.graph[e],
+            b.index()
+        );
     }
     out
 }
@@ -288,22 +481,50 @@ fn gc(cli: &Cli, keep: &[PathBuf], dry_run: bool, threads: usize) -> Result<(), 
     } else {
         keep.to_vec()
     };
-    let cache_root = cli.cache.clone().unwrap_or_else(|| files.first().map(|f| default_cache_dir(f)).unwrap_or_else(|| PathBuf::from("cache")));
+    let cache_root = cli.cache.clone().unwrap_or_else(|| {
+        files
+            .first()
+            .map(|f| default_cache_dir(f))
+            .unwrap_or_else(|| PathBuf::from("cache"))
+    });
     let cache = Cache::new(cache_root);
     let mut reachable = BTreeSet::new();
     for f in &files {
-        let plan = build_plan(&PipelineArgs { file: f.clone(), sets: Vec::new(), profile: None })?;
+        let plan = build_plan(&PipelineArgs {
+            file: f.clone(),
+            sets: Vec::new(),
+            profile: None,
+        })?;
         // Every profile's instances are reachable too.
         let mut plans = vec![plan];
         let file = crate::config::PipelineFile::load(f)?;
         for p in file.profiles.keys() {
-            if let Ok(pl) = Plan::build(&PlanRequest { path: f.clone(), profile: Some(p.clone()), sets: Vec::new() }) {
+            if let Ok(pl) = Plan::build(&PlanRequest {
+                path: f.clone(),
+                profile: Some(p.clone()),
+                sets: Vec::new(),
+            }) {
                 plans.push(pl);
             }
         }
         for plan in &plans {
-            let s = exec::run(plan, &cache, &plan.order, &RunOptions { dry_run: true, jobs: 1, threads, ..RunOptions::default() });
-            reachable.extend(s.outcomes.iter().filter(|o| o.status == Status::Cached).filter_map(|o| o.key.clone()));
+            let s = exec::run(
+                plan,
+                &cache,
+                &plan.order,
+                &RunOptions {
+                    dry_run: true,
+                    jobs: 1,
+                    threads,
+                    ..RunOptions::default()
+                },
+            );
+            reachable.extend(
+                s.outcomes
+                    .iter()
+                    .filter(|o| o.status == Status::Cached)
+                    .filter_map(|o| o.key.clone()),
+            );
         }
     }
     let entries = collect_garbage(&cache, &reachable, !dry_run).map_err(Failure::Other)?;
@@ -358,7 +579,14 @@ fn kinds_text() -> String {
     for k in all_kinds() {
         let _ = writeln!(out, "{} (v{}): {}", k.name(), k.version(), k.about());
         for p in k.params() {
-            let _ = writeln!(out, "    {:<14} {:<28} default {:<12} {}", p.name, p.type_doc(), p.default_doc(), p.doc);
+            let _ = writeln!(
+                out,
+                "    {:<14} {:<28} default {:<12} {}",
+                p.name,
+                p.type_doc(),
+                p.default_doc(),
+                p.doc
+            );
         }
         let _ = writeln!(out);
     }
@@ -372,7 +600,14 @@ pub fn kinds_markdown() -> String {
         let _ = writeln!(out, "### `{}`\n\n{}\n", k.name(), k.about());
         let _ = writeln!(out, "| key | type | default | meaning |\n|---|---|---|---|");
         for p in k.params() {
-            let _ = writeln!(out, "| `{}` | {} | {} | {} |", p.name, p.type_doc().replace('|', "\\|"), p.default_doc(), p.doc);
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                p.name,
+                p.type_doc().replace('|', "\\|"),
+                p.default_doc(),
+                p.doc
+            );
         }
         let _ = writeln!(out, "\nOutputs:\n");
         for (f, d) in k.outputs() {

@@ -37,16 +37,19 @@ pub struct Override {
 impl Override {
     /// Parses `KEY=VALUE` from the command line.
     pub fn parse_cli(arg: &str) -> Result<Override, String> {
-        let (path, value) = arg
-            .split_once('=')
-            .ok_or_else(|| format!("`--set {arg}`: expected KEY=VALUE, e.g. --set stages.score.epochs=5"))?;
+        let (path, value) = arg.split_once('=').ok_or_else(|| {
+            format!("`--set {arg}`: expected KEY=VALUE, e.g. --set stages.score.epochs=5")
+        })?;
         let path = path.trim();
         if path.is_empty() {
             return Err(format!("`--set {arg}`: the key is empty"));
         }
         Ok(Override {
             path: path.to_string(),
-            value: Located { value: Value::parse_cli(value.trim()), source: Source::Cli(format!("--set {arg}")) },
+            value: Located {
+                value: Value::parse_cli(value.trim()),
+                source: Source::Cli(format!("--set {arg}")),
+            },
         })
     }
 }
@@ -89,18 +92,32 @@ impl PipelineFile {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<PipelineFile, Diagnostics> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            let file = Arc::new(SourceFile { path: path.to_path_buf(), text: String::new() });
-            Diagnostics(vec![Diagnostic::new(Source::file(&file, None), None, format!("cannot read the pipeline file: {e}"))])
+            let file = Arc::new(SourceFile {
+                path: path.to_path_buf(),
+                text: String::new(),
+            });
+            Diagnostics(vec![Diagnostic::new(
+                Source::file(&file, None),
+                None,
+                format!("cannot read the pipeline file: {e}"),
+            )])
         })?;
         Self::parse(path, text)
     }
 
     /// Parses `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<PipelineFile, Diagnostics> {
-        let file = Arc::new(SourceFile { path: path.to_path_buf(), text });
+        let file = Arc::new(SourceFile {
+            path: path.to_path_buf(),
+            text,
+        });
         let doc = toml_edit::ImDocument::parse(file.text.clone()).map_err(|e| {
             let msg = e.message().trim().to_string();
-            Diagnostics(vec![Diagnostic::new(Source::file(&file, e.span()), None, format!("malformed TOML: {msg}"))])
+            Diagnostics(vec![Diagnostic::new(
+                Source::file(&file, e.span()),
+                None,
+                format!("malformed TOML: {msg}"),
+            )])
         })?;
         let mut diags = Diagnostics::default();
         let root = doc.as_table();
@@ -116,22 +133,43 @@ impl PipelineFile {
             let key_src = Source::file(&file, root.key(key).and_then(|k| k.span()));
             match key {
                 "pipeline" => match item.as_table_like() {
-                    Some(_) => (out.pipeline, out.pipeline_keys) = leaf_entries(&file, item, key, &mut diags),
-                    None => diags.push(Diagnostic::new(key_src, Some(key.into()), "must be a table: [pipeline]")),
+                    Some(_) => {
+                        (out.pipeline, out.pipeline_keys) =
+                            leaf_entries(&file, item, key, &mut diags)
+                    }
+                    None => diags.push(Diagnostic::new(
+                        key_src,
+                        Some(key.into()),
+                        "must be a table: [pipeline]",
+                    )),
                 },
                 "stages" => match item.as_table() {
                     Some(stages) => {
                         for (name, st) in stages.iter() {
                             let src = Source::file(&file, stages.key(name).and_then(|k| k.span()));
                             if st.as_table_like().is_none() {
-                                diags.push(Diagnostic::new(src, Some(format!("stages.{name}")), format!("must be a table: [stages.{name}]")));
+                                diags.push(Diagnostic::new(
+                                    src,
+                                    Some(format!("stages.{name}")),
+                                    format!("must be a table: [stages.{name}]"),
+                                ));
                                 continue;
                             }
-                            let (entries, keys) = leaf_entries(&file, st, &format!("stages.{name}"), &mut diags);
-                            out.stages.push(RawStage { name: name.to_string(), source: src, entries, keys });
+                            let (entries, keys) =
+                                leaf_entries(&file, st, &format!("stages.{name}"), &mut diags);
+                            out.stages.push(RawStage {
+                                name: name.to_string(),
+                                source: src,
+                                entries,
+                                keys,
+                            });
                         }
                     }
-                    None => diags.push(Diagnostic::new(key_src, Some(key.into()), "must be a table of stages: [stages.NAME]")),
+                    None => diags.push(Diagnostic::new(
+                        key_src,
+                        Some(key.into()),
+                        "must be a table of stages: [stages.NAME]",
+                    )),
                 },
                 "profiles" => match item.as_table() {
                     Some(profiles) => {
@@ -141,11 +179,19 @@ impl PipelineFile {
                             out.profiles.insert(name.to_string(), list);
                         }
                     }
-                    None => diags.push(Diagnostic::new(key_src, Some(key.into()), "must be a table: [profiles.NAME]")),
+                    None => diags.push(Diagnostic::new(
+                        key_src,
+                        Some(key.into()),
+                        "must be a table: [profiles.NAME]",
+                    )),
                 },
                 "sweep" => out.sweep = parse_sweep(&file, item, key_src, &mut diags),
                 other => {
-                    let mut d = Diagnostic::new(key_src, Some(other.into()), format!("unknown top-level table `{other}`"));
+                    let mut d = Diagnostic::new(
+                        key_src,
+                        Some(other.into()),
+                        format!("unknown top-level table `{other}`"),
+                    );
                     d = match suggest(other, TOP_KEYS.iter().copied()) {
                         Some(near) => d.with_help(format!("did you mean `{near}`?")),
                         None => d.with_help(format!("valid tables: {}", TOP_KEYS.join(", "))),
@@ -161,10 +207,17 @@ impl PipelineFile {
 type Entries = (BTreeMap<String, Located<Value>>, BTreeMap<String, Source>);
 
 /// The leaf values of a table whose values must all be plain values (no nested tables), and key positions.
-fn leaf_entries(file: &Arc<SourceFile>, item: &Item, prefix: &str, diags: &mut Diagnostics) -> Entries {
+fn leaf_entries(
+    file: &Arc<SourceFile>,
+    item: &Item,
+    prefix: &str,
+    diags: &mut Diagnostics,
+) -> Entries {
     let mut out = BTreeMap::new();
     let mut keys = BTreeMap::new();
-    let Some(table) = item.as_table_like() else { return (out, keys) };
+    let Some(table) = item.as_table_like() else {
+        return (out, keys);
+    };
     for (key, value) in table.iter() {
         let span = table.get_key_value(key).and_then(|(k, _)| k.span());
         let src = Source::file(file, value.span().or(span.clone()));
@@ -172,7 +225,13 @@ fn leaf_entries(file: &Arc<SourceFile>, item: &Item, prefix: &str, diags: &mut D
         keys.insert(key.to_string(), key_src.clone());
         match value.as_value().and_then(Value::from_toml) {
             Some(v) => {
-                out.insert(key.to_string(), Located { value: v, source: src });
+                out.insert(
+                    key.to_string(),
+                    Located {
+                        value: v,
+                        source: src,
+                    },
+                );
             }
             None => diags.push(Diagnostic::new(
                 key_src,
@@ -185,16 +244,37 @@ fn leaf_entries(file: &Arc<SourceFile>, item: &Item, prefix: &str, diags: &mut D
 }
 
 /// Flattens nested tables (and dotted keys) into `a.b.c = value` assignments.
-fn flatten(file: &Arc<SourceFile>, item: &Item, prefix: &str, out: &mut Vec<Override>, diags: &mut Diagnostics) {
+fn flatten(
+    file: &Arc<SourceFile>,
+    item: &Item,
+    prefix: &str,
+    out: &mut Vec<Override>,
+    diags: &mut Diagnostics,
+) {
     if let Some(table) = item.as_table_like() {
         for (key, value) in table.iter() {
-            let path = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
             if value.is_table_like() {
                 flatten(file, value, &path, out, diags);
             } else {
-                let src = Source::file(file, value.span().or_else(|| table.get_key_value(key).and_then(|(k, _)| k.span())));
+                let src = Source::file(
+                    file,
+                    value
+                        .span()
+                        .or_else(|| table.get_key_value(key).and_then(|(k, _)| k.span())),
+                );
                 match value.as_value().and_then(Value::from_toml) {
-                    Some(v) => out.push(Override { path, value: Located { value: v, source: src } }),
+                    Some(v) => out.push(Override {
+                        path,
+                        value: Located {
+                            value: v,
+                            source: src,
+                        },
+                    }),
                     None => diags.push(Diagnostic::new(src, Some(path), "must be a plain value")),
                 }
             }
@@ -202,10 +282,22 @@ fn flatten(file: &Arc<SourceFile>, item: &Item, prefix: &str, out: &mut Vec<Over
     }
 }
 
-fn parse_sweep(file: &Arc<SourceFile>, item: &Item, src: Source, diags: &mut Diagnostics) -> RawSweep {
-    let mut sweep = RawSweep { source: Some(src.clone()), ..RawSweep::default() };
+fn parse_sweep(
+    file: &Arc<SourceFile>,
+    item: &Item,
+    src: Source,
+    diags: &mut Diagnostics,
+) -> RawSweep {
+    let mut sweep = RawSweep {
+        source: Some(src.clone()),
+        ..RawSweep::default()
+    };
     let Some(table) = item.as_table_like() else {
-        diags.push(Diagnostic::new(src, Some("sweep".into()), "must be a table: [sweep]"));
+        diags.push(Diagnostic::new(
+            src,
+            Some("sweep".into()),
+            "must be a table: [sweep]",
+        ));
         return sweep;
     };
     const SWEEP_KEYS: &[&str] = &["seeds", "seed_key", "grid", "zip"];
@@ -215,14 +307,21 @@ fn parse_sweep(file: &Arc<SourceFile>, item: &Item, src: Source, diags: &mut Dia
         match key {
             "seeds" | "seed_key" => match value.as_value().and_then(Value::from_toml) {
                 Some(v) => {
-                    let located = Some(Located { value: v, source: val_src });
+                    let located = Some(Located {
+                        value: v,
+                        source: val_src,
+                    });
                     if key == "seeds" {
                         sweep.seeds = located;
                     } else {
                         sweep.seed_key = located;
                     }
                 }
-                None => diags.push(Diagnostic::new(key_src, Some(format!("sweep.{key}")), "must be a plain value")),
+                None => diags.push(Diagnostic::new(
+                    key_src,
+                    Some(format!("sweep.{key}")),
+                    "must be a plain value",
+                )),
             },
             "grid" | "zip" => {
                 let mut axes = Vec::new();
@@ -234,7 +333,11 @@ fn parse_sweep(file: &Arc<SourceFile>, item: &Item, src: Source, diags: &mut Dia
                 }
             }
             other => {
-                let mut d = Diagnostic::new(key_src, Some(format!("sweep.{other}")), format!("unknown sweep key `{other}`"));
+                let mut d = Diagnostic::new(
+                    key_src,
+                    Some(format!("sweep.{other}")),
+                    format!("unknown sweep key `{other}`"),
+                );
                 if let Some(near) = suggest(other, SWEEP_KEYS.iter().copied()) {
                     d = d.with_help(format!("did you mean `{near}`?"));
                 } else {

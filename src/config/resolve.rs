@@ -95,25 +95,47 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
 
     let path = file.file.path.clone();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
 
     for (key, v) in &pipeline {
         if !PIPELINE_KEYS.contains(&key.as_str()) {
             let src = key_source(&file.pipeline_keys, key, &v.source);
-            diags.push(unknown_key(&src, &format!("pipeline.{key}"), key, PIPELINE_KEYS));
+            diags.push(unknown_key(
+                &src,
+                &format!("pipeline.{key}"),
+                key,
+                PIPELINE_KEYS,
+            ));
         }
     }
     let name = match pipeline.get("name") {
-        Some(Located { value: Value::Str(s), .. }) if !s.is_empty() => s.clone(),
+        Some(Located {
+            value: Value::Str(s),
+            ..
+        }) if !s.is_empty() => s.clone(),
         Some(v) => {
-            diags.push(Diagnostic::new(v.source.clone(), Some("pipeline.name".into()), "must be a non-empty string"));
+            diags.push(Diagnostic::new(
+                v.source.clone(),
+                Some("pipeline.name".into()),
+                "must be a non-empty string",
+            ));
             stem
         }
         None => stem,
     };
     let seed = match pipeline.get("seed") {
-        Some(Located { value: Value::Int(i), .. }) if *i >= 0 => *i as u64,
+        Some(Located {
+            value: Value::Int(i),
+            ..
+        }) if *i >= 0 => *i as u64,
         Some(v) => {
             diags.push(Diagnostic::new(
                 v.source.clone(),
@@ -125,7 +147,10 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
         None => 0,
     };
     let device = match pipeline.get("device") {
-        Some(Located { value: Value::Str(s), .. }) if DEVICES.contains(&s.as_str()) => s.clone(),
+        Some(Located {
+            value: Value::Str(s),
+            ..
+        }) if DEVICES.contains(&s.as_str()) => s.clone(),
         Some(v) => {
             diags.push(Diagnostic::new(
                 v.source.clone(),
@@ -151,7 +176,14 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
             "the pipeline has no stages: add a [stages.NAME] table with a `kind`",
         ));
     }
-    diags.into_result(Config { path, dir, name, seed, device, stages: out })
+    diags.into_result(Config {
+        path,
+        dir,
+        name,
+        seed,
+        device,
+        stages: out,
+    })
 }
 
 fn apply_override(
@@ -171,7 +203,11 @@ fn apply_override(
             }
             None => {
                 let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
-                let mut d = Diagnostic::new(ov.value.source.clone(), Some(ov.path.clone()), format!("there is no stage `{stage}`"));
+                let mut d = Diagnostic::new(
+                    ov.value.source.clone(),
+                    Some(ov.path.clone()),
+                    format!("there is no stage `{stage}`"),
+                );
                 if let Some(near) = suggest(stage, names.iter().copied()) {
                     d = d.with_help(format!("did you mean `stages.{near}.{key}`?"));
                 }
@@ -179,8 +215,12 @@ fn apply_override(
             }
         },
         _ => diags.push(
-            Diagnostic::new(ov.value.source.clone(), Some(ov.path.clone()), "cannot override this key")
-                .with_help("overridable keys look like `pipeline.seed` or `stages.NAME.KEY`"),
+            Diagnostic::new(
+                ov.value.source.clone(),
+                Some(ov.path.clone()),
+                "cannot override this key",
+            )
+            .with_help("overridable keys look like `pipeline.seed` or `stages.NAME.KEY`"),
         ),
     }
 }
@@ -194,7 +234,11 @@ fn key_source(keys: &BTreeMap<String, Source>, key: &str, value_source: &Source)
 }
 
 fn unknown_key(source: &Source, full_key: &str, key: &str, valid: &[&str]) -> Diagnostic {
-    let d = Diagnostic::new(source.clone(), Some(full_key.into()), format!("unknown key `{key}`"));
+    let d = Diagnostic::new(
+        source.clone(),
+        Some(full_key.into()),
+        format!("unknown key `{key}`"),
+    );
     match suggest(key, valid.iter().copied()) {
         Some(near) => d.with_help(format!("did you mean `{near}`?")),
         None => d.with_help(format!("valid keys: {}", valid.join(", "))),
@@ -212,15 +256,29 @@ fn resolve_stage(
     let kind = match raw.entries.get("kind") {
         None => {
             diags.push(
-                Diagnostic::new(raw.source.clone(), Some(format!("{prefix}.kind")), "missing `kind`")
-                    .with_help(format!("add `kind = \"...\"`; kinds: {}", kind_names().join(", "))),
+                Diagnostic::new(
+                    raw.source.clone(),
+                    Some(format!("{prefix}.kind")),
+                    "missing `kind`",
+                )
+                .with_help(format!(
+                    "add `kind = \"...\"`; kinds: {}",
+                    kind_names().join(", ")
+                )),
             );
             return None;
         }
-        Some(Located { value: Value::Str(k), source }) => match find_kind(k) {
+        Some(Located {
+            value: Value::Str(k),
+            source,
+        }) => match find_kind(k) {
             Some(kind) => kind,
             None => {
-                let mut d = Diagnostic::new(source.clone(), Some(format!("{prefix}.kind")), format!("unknown stage kind \"{k}\""));
+                let mut d = Diagnostic::new(
+                    source.clone(),
+                    Some(format!("{prefix}.kind")),
+                    format!("unknown stage kind \"{k}\""),
+                );
                 d = match suggest(k, kind_names()) {
                     Some(near) => d.with_help(format!("did you mean \"{near}\"?")),
                     None => d.with_help(format!("kinds: {}", kind_names().join(", "))),
@@ -230,17 +288,34 @@ fn resolve_stage(
             }
         },
         Some(v) => {
-            diags.push(Diagnostic::new(v.source.clone(), Some(format!("{prefix}.kind")), "must be a string"));
+            diags.push(Diagnostic::new(
+                v.source.clone(),
+                Some(format!("{prefix}.kind")),
+                "must be a string",
+            ));
             return None;
         }
     };
     let specs = kind.params();
-    let valid: Vec<&str> = std::iter::once("kind").chain(specs.iter().map(|s| s.name)).collect();
+    let valid: Vec<&str> = std::iter::once("kind")
+        .chain(specs.iter().map(|s| s.name))
+        .collect();
     let before = diags.0.len();
     for (key, v) in &raw.entries {
         if !valid.contains(&key.as_str()) {
-            let d = unknown_key(&key_source(&raw.keys, key, &v.source), &format!("{prefix}.{key}"), key, &valid);
-            diags.push(Diagnostic { message: format!("unknown key `{key}` for a stage of kind \"{}\"", kind.name()), ..d });
+            let d = unknown_key(
+                &key_source(&raw.keys, key, &v.source),
+                &format!("{prefix}.{key}"),
+                key,
+                &valid,
+            );
+            diags.push(Diagnostic {
+                message: format!(
+                    "unknown key `{key}` for a stage of kind \"{}\"",
+                    kind.name()
+                ),
+                ..d
+            });
         }
     }
     let mut params = BTreeMap::new();
@@ -265,14 +340,26 @@ fn resolve_stage(
                 DefaultValue::Absent => continue,
                 DefaultValue::Required => {
                     diags.push(
-                        Diagnostic::new(raw.source.clone(), Some(full.clone()), format!("missing required key `{}`", spec.name))
-                            .with_help(format!("{}: {} ({})", spec.name, spec.doc, spec.type_doc())),
+                        Diagnostic::new(
+                            raw.source.clone(),
+                            Some(full.clone()),
+                            format!("missing required key `{}`", spec.name),
+                        )
+                        .with_help(format!(
+                            "{}: {} ({})",
+                            spec.name,
+                            spec.doc,
+                            spec.type_doc()
+                        )),
                     );
                     continue;
                 }
             },
         };
-        let src = sources.get(spec.name).cloned().unwrap_or_else(|| raw.source.clone());
+        let src = sources
+            .get(spec.name)
+            .cloned()
+            .unwrap_or_else(|| raw.source.clone());
         match spec.ty {
             ParamType::Input => {
                 let Value::Str(target) = &value else { continue };
@@ -280,9 +367,14 @@ fn resolve_stage(
                     continue;
                 }
                 if target == &raw.name {
-                    diags.push(Diagnostic::new(src, Some(full), format!("stage `{}` cannot read its own outputs", raw.name)));
+                    diags.push(Diagnostic::new(
+                        src,
+                        Some(full),
+                        format!("stage `{}` cannot read its own outputs", raw.name),
+                    ));
                 } else if !stage_names.contains(&target.as_str()) {
-                    let mut d = Diagnostic::new(src, Some(full), format!("no stage named `{target}`"));
+                    let mut d =
+                        Diagnostic::new(src, Some(full), format!("no stage named `{target}`"));
                     if let Some(near) = suggest(target, stage_names.iter().copied()) {
                         d = d.with_help(format!("did you mean `{near}`?"));
                     } else {
@@ -299,7 +391,10 @@ fn resolve_stage(
                     diags.push(Diagnostic::new(
                         src,
                         Some(full),
-                        format!("file not found: {} (paths are relative to the pipeline file)", dir.join(p).display()),
+                        format!(
+                            "file not found: {} (paths are relative to the pipeline file)",
+                            dir.join(p).display()
+                        ),
                     ));
                 }
             }
@@ -310,11 +405,21 @@ fn resolve_stage(
     let params = Params(params);
     if diags.0.len() == before {
         for (key, msg) in kind.check(&params) {
-            let src = sources.get(key).cloned().unwrap_or_else(|| raw.source.clone());
+            let src = sources
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| raw.source.clone());
             diags.push(Diagnostic::new(src, Some(format!("{prefix}.{key}")), msg));
         }
     }
-    Some(StageConfig { name: raw.name.clone(), kind, params, inputs, sources, source: raw.source.clone() })
+    Some(StageConfig {
+        name: raw.name.clone(),
+        kind,
+        params,
+        inputs,
+        sources,
+        source: raw.source.clone(),
+    })
 }
 
 fn kind_names() -> Vec<&'static str> {

@@ -74,34 +74,75 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     fn new(name: &'static str, ty: ParamType, default: DefaultValue, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default, doc }
+        ParamSpec {
+            name,
+            ty,
+            default,
+            doc,
+        }
     }
 
     /// An integer with a default.
     pub fn int(name: &'static str, default: i64, doc: &'static str) -> Self {
-        Self::new(name, ParamType::Int { min: None, max: None }, DefaultValue::Value(Value::Int(default)), doc)
+        Self::new(
+            name,
+            ParamType::Int {
+                min: None,
+                max: None,
+            },
+            DefaultValue::Value(Value::Int(default)),
+            doc,
+        )
     }
 
     /// A float with a default.
     pub fn float(name: &'static str, default: f64, doc: &'static str) -> Self {
-        let ty = ParamType::Float { min: None, min_exclusive: false, max: None, max_exclusive: false };
+        let ty = ParamType::Float {
+            min: None,
+            min_exclusive: false,
+            max: None,
+            max_exclusive: false,
+        };
         Self::new(name, ty, DefaultValue::Value(Value::Float(default)), doc)
     }
 
     /// A boolean with a default.
     pub fn bool(name: &'static str, default: bool, doc: &'static str) -> Self {
-        Self::new(name, ParamType::Bool, DefaultValue::Value(Value::Bool(default)), doc)
+        Self::new(
+            name,
+            ParamType::Bool,
+            DefaultValue::Value(Value::Bool(default)),
+            doc,
+        )
     }
 
     /// One of `choices`, defaulting to `default`.
-    pub fn choice(name: &'static str, choices: &'static [&'static str], default: &str, doc: &'static str) -> Self {
-        debug_assert!(choices.contains(&default), "default of {name} must be a choice");
-        Self::new(name, ParamType::Choice(choices), DefaultValue::Value(Value::Str(default.into())), doc)
+    pub fn choice(
+        name: &'static str,
+        choices: &'static [&'static str],
+        default: &str,
+        doc: &'static str,
+    ) -> Self {
+        debug_assert!(
+            choices.contains(&default),
+            "default of {name} must be a choice"
+        );
+        Self::new(
+            name,
+            ParamType::Choice(choices),
+            DefaultValue::Value(Value::Str(default.into())),
+            doc,
+        )
     }
 
     /// A free string with a default.
     pub fn string(name: &'static str, default: &str, doc: &'static str) -> Self {
-        Self::new(name, ParamType::Str, DefaultValue::Value(Value::Str(default.into())), doc)
+        Self::new(
+            name,
+            ParamType::Str,
+            DefaultValue::Value(Value::Str(default.into())),
+            doc,
+        )
     }
 
     /// A required reference to another stage.
@@ -117,19 +158,42 @@ impl ParamSpec {
     /// A list of floats.
     pub fn floats(name: &'static str, default: &[f64], doc: &'static str) -> Self {
         let v = Value::List(default.iter().map(|x| Value::Float(*x)).collect());
-        Self::new(name, ParamType::FloatList { min_len: 1 }, DefaultValue::Value(v), doc)
+        Self::new(
+            name,
+            ParamType::FloatList { min_len: 1 },
+            DefaultValue::Value(v),
+            doc,
+        )
     }
 
     /// A list of strings from `choices`.
-    pub fn strs(name: &'static str, choices: &'static [&'static str], default: &[&str], doc: &'static str) -> Self {
+    pub fn strs(
+        name: &'static str,
+        choices: &'static [&'static str],
+        default: &[&str],
+        doc: &'static str,
+    ) -> Self {
         let v = Value::List(default.iter().map(|s| Value::Str((*s).into())).collect());
-        Self::new(name, ParamType::StrList(choices), DefaultValue::Value(v), doc)
+        Self::new(
+            name,
+            ParamType::StrList(choices),
+            DefaultValue::Value(v),
+            doc,
+        )
     }
 
     /// The random seed, defaulting to the pipeline's.
     pub fn seed() -> Self {
-        let ty = ParamType::Int { min: Some(0), max: None };
-        Self::new("seed", ty, DefaultValue::PipelineSeed, "random seed (defaults to `[pipeline] seed`)")
+        let ty = ParamType::Int {
+            min: Some(0),
+            max: None,
+        };
+        Self::new(
+            "seed",
+            ty,
+            DefaultValue::PipelineSeed,
+            "random seed (defaults to `[pipeline] seed`)",
+        )
     }
 
     /// Makes the parameter required.
@@ -148,7 +212,9 @@ impl ParamSpec {
     pub fn min(mut self, lo: f64) -> Self {
         match &mut self.ty {
             ParamType::Int { min, .. } => *min = Some(lo as i64),
-            ParamType::Float { min, min_exclusive, .. } => {
+            ParamType::Float {
+                min, min_exclusive, ..
+            } => {
                 *min = Some(lo);
                 *min_exclusive = false;
             }
@@ -161,7 +227,9 @@ impl ParamSpec {
     pub fn max(mut self, hi: f64) -> Self {
         match &mut self.ty {
             ParamType::Int { max, .. } => *max = Some(hi as i64),
-            ParamType::Float { max, max_exclusive, .. } => {
+            ParamType::Float {
+                max, max_exclusive, ..
+            } => {
                 *max = Some(hi);
                 *max_exclusive = false;
             }
@@ -174,7 +242,9 @@ impl ParamSpec {
     pub fn positive(mut self) -> Self {
         match &mut self.ty {
             ParamType::Int { min, .. } => *min = Some(1),
-            ParamType::Float { min, min_exclusive, .. } => {
+            ParamType::Float {
+                min, min_exclusive, ..
+            } => {
                 *min = Some(0.0);
                 *min_exclusive = true;
             }
@@ -196,12 +266,27 @@ impl ParamSpec {
     /// The type as written in the documentation.
     pub fn type_doc(&self) -> String {
         match &self.ty {
-            ParamType::Int { min, max } => format!("integer{}", range_doc(min.map(|v| v as f64), false, max.map(|v| v as f64), false)),
-            ParamType::Float { min, min_exclusive, max, max_exclusive } => {
-                format!("float{}", range_doc(*min, *min_exclusive, *max, *max_exclusive))
+            ParamType::Int { min, max } => format!(
+                "integer{}",
+                range_doc(min.map(|v| v as f64), false, max.map(|v| v as f64), false)
+            ),
+            ParamType::Float {
+                min,
+                min_exclusive,
+                max,
+                max_exclusive,
+            } => {
+                format!(
+                    "float{}",
+                    range_doc(*min, *min_exclusive, *max, *max_exclusive)
+                )
             }
             ParamType::Bool => "boolean".into(),
-            ParamType::Choice(c) => c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(" | "),
+            ParamType::Choice(c) => c
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(" | "),
             ParamType::Str => "string".into(),
             ParamType::Path => "path (content hashed)".into(),
             ParamType::Input => "stage name (input)".into(),
@@ -227,15 +312,26 @@ fn range_doc(min: Option<f64>, min_ex: bool, max: Option<f64>, max_ex: bool) -> 
         (None, None) => String::new(),
         (Some(a), None) => format!(" {} {a}", if min_ex { ">" } else { ">=" }),
         (None, Some(b)) => format!(" {} {b}", if max_ex { "<" } else { "<=" }),
-        (Some(a), Some(b)) => format!(" in {}{a}, {b}{}", if min_ex { "(" } else { "[" }, if max_ex { ")" } else { "]" }),
+        (Some(a), Some(b)) => format!(
+            " in {}{a}, {b}{}",
+            if min_ex { "(" } else { "[" },
+            if max_ex { ")" } else { "]" }
+        ),
     }
 }
 
 fn check_type(ty: &ParamType, value: &Value) -> Result<Value, String> {
-    let wrong = |want: &str| Err(format!("expected {want}, found {} `{value}`", value.type_name()));
+    let wrong = |want: &str| {
+        Err(format!(
+            "expected {want}, found {} `{value}`",
+            value.type_name()
+        ))
+    };
     match ty {
         ParamType::Int { min, max } => {
-            let Value::Int(i) = value else { return wrong("an integer") };
+            let Value::Int(i) = value else {
+                return wrong("an integer");
+            };
             if let Some(lo) = min {
                 if i < lo {
                     return Err(format!("must be >= {lo}, got {i}"));
@@ -248,7 +344,12 @@ fn check_type(ty: &ParamType, value: &Value) -> Result<Value, String> {
             }
             Ok(value.clone())
         }
-        ParamType::Float { min, min_exclusive, max, max_exclusive } => {
+        ParamType::Float {
+            min,
+            min_exclusive,
+            max,
+            max_exclusive,
+        } => {
             let x = match value {
                 Value::Float(x) => *x,
                 Value::Int(i) => *i as f64,
@@ -259,12 +360,18 @@ fn check_type(ty: &ParamType, value: &Value) -> Result<Value, String> {
             }
             if let Some(lo) = min {
                 if x < *lo || (*min_exclusive && x == *lo) {
-                    return Err(format!("must be {} {lo}, got {x}", if *min_exclusive { ">" } else { ">=" }));
+                    return Err(format!(
+                        "must be {} {lo}, got {x}",
+                        if *min_exclusive { ">" } else { ">=" }
+                    ));
                 }
             }
             if let Some(hi) = max {
                 if x > *hi || (*max_exclusive && x == *hi) {
-                    return Err(format!("must be {} {hi}, got {x}", if *max_exclusive { "<" } else { "<=" }));
+                    return Err(format!(
+                        "must be {} {hi}, got {x}",
+                        if *max_exclusive { "<" } else { "<=" }
+                    ));
                 }
             }
             Ok(Value::Float(x))
@@ -274,11 +381,17 @@ fn check_type(ty: &ParamType, value: &Value) -> Result<Value, String> {
             _ => wrong("a boolean"),
         },
         ParamType::Choice(choices) => {
-            let Value::Str(s) = value else { return wrong("a string") };
+            let Value::Str(s) = value else {
+                return wrong("a string");
+            };
             if choices.contains(&s.as_str()) {
                 Ok(value.clone())
             } else {
-                let list = choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+                let list = choices
+                    .iter()
+                    .map(|c| format!("\"{c}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let mut msg = format!("unknown value \"{s}\"; expected one of {list}");
                 if let Some(near) = super::source::suggest(s, choices.iter().copied()) {
                     msg.push_str(&format!(" (did you mean \"{near}\"?)"));
@@ -291,18 +404,40 @@ fn check_type(ty: &ParamType, value: &Value) -> Result<Value, String> {
             _ => wrong("a string"),
         },
         ParamType::FloatList { min_len } => {
-            let Value::List(items) = value else { return wrong("an array of numbers") };
+            let Value::List(items) = value else {
+                return wrong("an array of numbers");
+            };
             if items.len() < *min_len {
-                return Err(format!("needs at least {min_len} item(s), got {}", items.len()));
+                return Err(format!(
+                    "needs at least {min_len} item(s), got {}",
+                    items.len()
+                ));
             }
-            let float_ty = ParamType::Float { min: None, min_exclusive: false, max: None, max_exclusive: false };
-            let items = items.iter().map(|v| check_type(&float_ty, v)).collect::<Result<Vec<_>, _>>()?;
+            let float_ty = ParamType::Float {
+                min: None,
+                min_exclusive: false,
+                max: None,
+                max_exclusive: false,
+            };
+            let items = items
+                .iter()
+                .map(|v| check_type(&float_ty, v))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Value::List(items))
         }
         ParamType::StrList(choices) => {
-            let Value::List(items) = value else { return wrong("an array of strings") };
-            let item_ty = if choices.is_empty() { ParamType::Str } else { ParamType::Choice(choices) };
-            let items = items.iter().map(|v| check_type(&item_ty, v)).collect::<Result<Vec<_>, _>>()?;
+            let Value::List(items) = value else {
+                return wrong("an array of strings");
+            };
+            let item_ty = if choices.is_empty() {
+                ParamType::Str
+            } else {
+                ParamType::Choice(choices)
+            };
+            let items = items
+                .iter()
+                .map(|v| check_type(&item_ty, v))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Value::List(items))
         }
     }
@@ -315,14 +450,26 @@ mod tests {
     #[test]
     fn ranges_and_normalisation() {
         let epochs = ParamSpec::int("epochs", 5, "").positive();
-        assert_eq!(epochs.check(&Value::Int(0)).unwrap_err(), "must be >= 1, got 0");
-        assert!(epochs.check(&Value::Str("5".into())).unwrap_err().starts_with("expected an integer"));
+        assert_eq!(
+            epochs.check(&Value::Int(0)).unwrap_err(),
+            "must be >= 1, got 0"
+        );
+        assert!(epochs
+            .check(&Value::Str("5".into()))
+            .unwrap_err()
+            .starts_with("expected an integer"));
         let dt = ParamSpec::float("dt", 0.1, "").positive();
         assert_eq!(dt.check(&Value::Int(1)), Ok(Value::Float(1.0)));
-        assert_eq!(dt.check(&Value::Float(0.0)).unwrap_err(), "must be > 0, got 0");
+        assert_eq!(
+            dt.check(&Value::Float(0.0)).unwrap_err(),
+            "must be > 0, got 0"
+        );
         let p = ParamSpec::float("p", 0.5, "").probability();
         assert!(p.check(&Value::Float(1.5)).is_err());
         let c = ParamSpec::choice("name", &["ring", "two_peaks"], "ring", "");
-        assert!(c.check(&Value::Str("rign".into())).unwrap_err().contains("did you mean \"ring\""));
+        assert!(c
+            .check(&Value::Str("rign".into()))
+            .unwrap_err()
+            .contains("did you mean \"ring\""));
     }
 }

@@ -54,7 +54,10 @@ pub enum Source {
 impl Source {
     /// A span in `file`; `None` spans (values toml_edit could not place) point at the file start.
     pub fn file(file: &Arc<SourceFile>, span: Option<Range<usize>>) -> Source {
-        Source::File { file: Arc::clone(file), span: span.unwrap_or(0..0) }
+        Source::File {
+            file: Arc::clone(file),
+            span: span.unwrap_or(0..0),
+        }
     }
 
     /// `path:line:col` or `--set ...` — the short location used in one-line messages.
@@ -79,10 +82,15 @@ impl Source {
 
     /// A caret excerpt of the source line (empty for non-file origins).
     pub fn excerpt(&self) -> String {
-        let Source::File { file, span } = self else { return String::new() };
+        let Source::File { file, span } = self else {
+            return String::new();
+        };
         let (line, col) = file.line_col(span.start);
         let text = file.line_text(line);
-        let width = file.text[span.clone()].lines().next().map_or(1, |s| s.chars().count().max(1));
+        let width = file.text[span.clone()]
+            .lines()
+            .next()
+            .map_or(1, |s| s.chars().count().max(1));
         let width = width.min(text.chars().count().saturating_sub(col - 1).max(1));
         let gutter = line.to_string().len();
         format!(
@@ -111,7 +119,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic at `source`.
     pub fn new(source: Source, key: Option<String>, message: impl Into<String>) -> Self {
-        Diagnostic { source, key, message: message.into(), help: None }
+        Diagnostic {
+            source,
+            key,
+            message: message.into(),
+            help: None,
+        }
     }
 
     /// Adds a remedy.
@@ -168,7 +181,11 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         let n = self.0.len();
-        write!(f, "{n} error{} in the pipeline; nothing was run", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{n} error{} in the pipeline; nothing was run",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -176,11 +193,16 @@ impl std::error::Error for Diagnostics {}
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // Edit distance with transpositions catches `sdt` -> `std`; Jaro-Winkler catches dropped suffixes of
+    // longer names (`warmup` -> `warmup_steps`). Closest by edit distance wins.
+    let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter_map(|c| {
+            let d = strsim::damerau_levenshtein(word, c);
+            (d <= limit || strsim::jaro_winkler(word, c) > 0.88).then_some((d, c))
+        })
+        .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
@@ -190,7 +212,10 @@ mod tests {
 
     #[test]
     fn line_col_and_excerpt() {
-        let file = Arc::new(SourceFile { path: "p.toml".into(), text: "a = 1\n[x]\nepoch = 5\n".into() });
+        let file = Arc::new(SourceFile {
+            path: "p.toml".into(),
+            text: "a = 1\n[x]\nepoch = 5\n".into(),
+        });
         let start = file.text.find("epoch").expect("present");
         let src = Source::file(&file, Some(start..start + 5));
         assert_eq!(src.location(), "p.toml:3:1");
@@ -201,5 +226,6 @@ mod tests {
     fn suggestions() {
         assert_eq!(suggest("epoch", ["epochs", "lr", "batch"]), Some("epochs"));
         assert_eq!(suggest("zzz", ["epochs", "lr"]), None);
+        assert_eq!(suggest("sdt", ["seed", "std", "n"]), Some("std"));
     }
 }

@@ -95,14 +95,19 @@ pub struct Params(pub BTreeMap<String, Value>);
 
 impl Params {
     fn get(&self, key: &str) -> &Value {
-        self.0.get(key).unwrap_or_else(|| panic!("parameter `{key}` is not in the kind's schema"))
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("parameter `{key}` is not in the kind's schema"))
     }
 
     /// An integer parameter.
     pub fn int(&self, key: &str) -> i64 {
         match self.get(key) {
             Value::Int(i) => *i,
-            other => panic!("parameter `{key}` is {}, schema says integer", other.type_name()),
+            other => panic!(
+                "parameter `{key}` is {}, schema says integer",
+                other.type_name()
+            ),
         }
     }
 
@@ -121,7 +126,10 @@ impl Params {
         match self.get(key) {
             Value::Float(x) => *x,
             Value::Int(i) => *i as f64,
-            other => panic!("parameter `{key}` is {}, schema says float", other.type_name()),
+            other => panic!(
+                "parameter `{key}` is {}, schema says float",
+                other.type_name()
+            ),
         }
     }
 
@@ -129,7 +137,10 @@ impl Params {
     pub fn bool(&self, key: &str) -> bool {
         match self.get(key) {
             Value::Bool(b) => *b,
-            other => panic!("parameter `{key}` is {}, schema says boolean", other.type_name()),
+            other => panic!(
+                "parameter `{key}` is {}, schema says boolean",
+                other.type_name()
+            ),
         }
     }
 
@@ -137,7 +148,10 @@ impl Params {
     pub fn str(&self, key: &str) -> &str {
         match self.get(key) {
             Value::Str(s) => s,
-            other => panic!("parameter `{key}` is {}, schema says string", other.type_name()),
+            other => panic!(
+                "parameter `{key}` is {}, schema says string",
+                other.type_name()
+            ),
         }
     }
 
@@ -160,7 +174,10 @@ impl Params {
                     _ => panic!("schema guarantees a list of numbers for `{key}`"),
                 })
                 .collect(),
-            other => panic!("parameter `{key}` is {}, schema says list", other.type_name()),
+            other => panic!(
+                "parameter `{key}` is {}, schema says list",
+                other.type_name()
+            ),
         }
     }
 
@@ -174,7 +191,10 @@ impl Params {
                     _ => panic!("schema guarantees a list of strings for `{key}`"),
                 })
                 .collect(),
-            other => panic!("parameter `{key}` is {}, schema says list", other.type_name()),
+            other => panic!(
+                "parameter `{key}` is {}, schema says list",
+                other.type_name()
+            ),
         }
     }
 }

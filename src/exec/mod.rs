@@ -77,27 +77,47 @@ pub struct RunSummary {
 impl RunSummary {
     /// Whether any instance failed (or was skipped because of a failure).
     pub fn failed(&self) -> bool {
-        self.outcomes.iter().any(|o| matches!(o.status, Status::Failed(_) | Status::Skipped(_)))
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o.status, Status::Failed(_) | Status::Skipped(_)))
     }
 }
 
 /// The key material of `inst` given its inputs' output hashes.
-pub fn key_material(plan: &Plan, inst: &Instance, input_hashes: &BTreeMap<String, String>) -> anyhow::Result<KeyMaterial> {
+pub fn key_material(
+    plan: &Plan,
+    inst: &Instance,
+    input_hashes: &BTreeMap<String, String>,
+) -> anyhow::Result<KeyMaterial> {
     let specs = inst.kind.params();
     let mut params = BTreeMap::new();
     for spec in &specs {
-        let Some(v) = inst.params.0.get(spec.name) else { continue };
+        let Some(v) = inst.params.0.get(spec.name) else {
+            continue;
+        };
         match spec.ty {
             ParamType::Input => continue,
             ParamType::Path => {
                 let Value::Str(p) = v else { continue };
                 let path = plan.dir.join(p);
-                let hash = crate::cache::hash_file(&path)
-                    .map_err(|e| anyhow::anyhow!("{}: cannot read `{}` = {}: {e}", inst.label, spec.name, path.display()))?;
-                params.insert(spec.name.to_string(), serde_json::json!(format!("blake3:{hash}")));
+                let hash = crate::cache::hash_file(&path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: cannot read `{}` = {}: {e}",
+                        inst.label,
+                        spec.name,
+                        path.display()
+                    )
+                })?;
+                params.insert(
+                    spec.name.to_string(),
+                    serde_json::json!(format!("blake3:{hash}")),
+                );
             }
             _ => {
-                params.insert(spec.name.to_string(), serde_json::to_value(v).expect("values serialise"));
+                params.insert(
+                    spec.name.to_string(),
+                    serde_json::to_value(v).expect("values serialise"),
+                );
             }
         }
     }
@@ -112,7 +132,14 @@ pub fn key_material(plan: &Plan, inst: &Instance, input_hashes: &BTreeMap<String
 }
 
 /// Why `inst` must be computed, or `None` if its entry can be reused.
-fn miss_reason(cache: &Cache, plan: &Plan, inst: &Instance, material: &KeyMaterial, key: &str, forced: bool) -> Option<String> {
+fn miss_reason(
+    cache: &Cache,
+    plan: &Plan,
+    inst: &Instance,
+    material: &KeyMaterial,
+    key: &str,
+    forced: bool,
+) -> Option<String> {
     if forced {
         return Some("forced".into());
     }
@@ -144,33 +171,73 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
     let mut outcomes: BTreeMap<NodeIndex, Outcome> = BTreeMap::new();
     // Output hashes and entry dirs of finished instances.
     let mut done: BTreeMap<NodeIndex, (String, PathBuf)> = BTreeMap::new();
-    let is_forced = |inst: &Instance| opts.force_all || opts.force.contains(&inst.stage) || opts.force.contains(&inst.label);
+    let is_forced = |inst: &Instance| {
+        opts.force_all || opts.force.contains(&inst.stage) || opts.force.contains(&inst.label)
+    };
 
     if opts.dry_run {
         let mut will_run: BTreeSet<NodeIndex> = BTreeSet::new();
         for &n in selected {
             let inst = &plan.graph[n];
             let kind = inst.kind.name().to_string();
-            let blocked: Vec<&str> =
-                inst.inputs.values().filter(|u| will_run.contains(u)).map(|u| plan.graph[*u].label.as_str()).collect();
+            let blocked: Vec<&str> = inst
+                .inputs
+                .values()
+                .filter(|u| will_run.contains(u))
+                .map(|u| plan.graph[*u].label.as_str())
+                .collect();
             let outcome = if !blocked.is_empty() {
                 will_run.insert(n);
-                Outcome { label: inst.label.clone(), kind, status: Status::WouldRun(format!("input {} will run", blocked.join(", "))), key: None, dir: None, seconds: 0.0 }
+                Outcome {
+                    label: inst.label.clone(),
+                    kind,
+                    status: Status::WouldRun(format!("input {} will run", blocked.join(", "))),
+                    key: None,
+                    dir: None,
+                    seconds: 0.0,
+                }
             } else {
-                let hashes: BTreeMap<String, String> = inst.inputs.iter().map(|(p, u)| (p.clone(), done[u].0.clone())).collect();
+                let hashes: BTreeMap<String, String> = inst
+                    .inputs
+                    .iter()
+                    .map(|(p, u)| (p.clone(), done[u].0.clone()))
+                    .collect();
                 match key_material(plan, inst, &hashes) {
-                    Err(e) => Outcome { label: inst.label.clone(), kind, status: Status::Failed(e.to_string()), key: None, dir: None, seconds: 0.0 },
+                    Err(e) => Outcome {
+                        label: inst.label.clone(),
+                        kind,
+                        status: Status::Failed(e.to_string()),
+                        key: None,
+                        dir: None,
+                        seconds: 0.0,
+                    },
                     Ok(material) => {
                         let key = material.key();
                         match miss_reason(cache, plan, inst, &material, &key, is_forced(inst)) {
                             Some(reason) => {
                                 will_run.insert(n);
-                                Outcome { label: inst.label.clone(), kind, status: Status::WouldRun(reason), key: Some(key), dir: None, seconds: 0.0 }
+                                Outcome {
+                                    label: inst.label.clone(),
+                                    kind,
+                                    status: Status::WouldRun(reason),
+                                    key: Some(key),
+                                    dir: None,
+                                    seconds: 0.0,
+                                }
                             }
                             None => {
-                                let Lookup::Valid(m) = cache.lookup(&key) else { unreachable!("checked valid above") };
+                                let Lookup::Valid(m) = cache.lookup(&key) else {
+                                    unreachable!("checked valid above")
+                                };
                                 done.insert(n, (m.output_hash.clone(), cache.entry_dir(&key)));
-                                Outcome { label: inst.label.clone(), kind, status: Status::Cached, key: Some(key.clone()), dir: Some(cache.entry_dir(&key)), seconds: 0.0 }
+                                Outcome {
+                                    label: inst.label.clone(),
+                                    kind,
+                                    status: Status::Cached,
+                                    key: Some(key.clone()),
+                                    dir: Some(cache.entry_dir(&key)),
+                                    seconds: 0.0,
+                                }
                             }
                         }
                     }
@@ -178,7 +245,12 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
             };
             outcomes.insert(n, outcome);
         }
-        return RunSummary { outcomes: selected.iter().map(|n| outcomes.remove(n).expect("every node planned")).collect() };
+        return RunSummary {
+            outcomes: selected
+                .iter()
+                .map(|n| outcomes.remove(n).expect("every node planned"))
+                .collect(),
+        };
     }
 
     let jobs = opts.jobs.max(1);
@@ -198,16 +270,31 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
                 let n = pending[i];
                 let inst = &plan.graph[n];
                 let failed_input = inst.inputs.values().find(|u| {
-                    outcomes.get(u).is_some_and(|o| matches!(o.status, Status::Failed(_) | Status::Skipped(_)))
+                    outcomes
+                        .get(u)
+                        .is_some_and(|o| matches!(o.status, Status::Failed(_) | Status::Skipped(_)))
                 });
                 if let Some(u) = failed_input {
                     let why = format!("input `{}` failed", plan.graph[*u].label);
                     progress::println(&format!("  skip  {:<24} {}", inst.label, why));
-                    outcomes.insert(n, Outcome { label: inst.label.clone(), kind: inst.kind.name().into(), status: Status::Skipped(why), key: None, dir: None, seconds: 0.0 });
+                    outcomes.insert(
+                        n,
+                        Outcome {
+                            label: inst.label.clone(),
+                            kind: inst.kind.name().into(),
+                            status: Status::Skipped(why),
+                            key: None,
+                            dir: None,
+                            seconds: 0.0,
+                        },
+                    );
                     pending.remove(i);
                     continue;
                 }
-                let ready = inst.inputs.values().all(|u| done.contains_key(u) || !wanted.contains(u));
+                let ready = inst
+                    .inputs
+                    .values()
+                    .all(|u| done.contains_key(u) || !wanted.contains(u));
                 if ready && running < jobs {
                     pending.remove(i);
                     running += 1;
@@ -216,15 +303,27 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
                         .iter()
                         .map(|(p, u)| {
                             let up = &plan.graph[*u];
-                            (p.clone(), InputArtifact { stage: up.label.clone(), kind: up.kind.name().into(), dir: done[u].1.clone() })
+                            (
+                                p.clone(),
+                                InputArtifact {
+                                    stage: up.label.clone(),
+                                    kind: up.kind.name().into(),
+                                    dir: done[u].1.clone(),
+                                },
+                            )
                         })
                         .collect();
-                    let hashes: BTreeMap<String, String> = inst.inputs.iter().map(|(p, u)| (p.clone(), done[u].0.clone())).collect();
+                    let hashes: BTreeMap<String, String> = inst
+                        .inputs
+                        .iter()
+                        .map(|(p, u)| (p.clone(), done[u].0.clone()))
+                        .collect();
                     let tx = tx.clone();
                     let forced = is_forced(inst);
                     let display = &display;
                     scope.spawn(move |_| {
-                        let (outcome, hash) = execute(plan, cache, n, inputs, &hashes, forced, opts, display);
+                        let (outcome, hash) =
+                            execute(plan, cache, n, inputs, &hashes, forced, opts, display);
                         let _ = tx.send(Msg::Done(n, outcome, hash));
                     });
                     continue;
@@ -234,7 +333,9 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
             if running == 0 {
                 break;
             }
-            let Ok(Msg::Done(n, outcome, hash)) = rx.recv() else { break };
+            let Ok(Msg::Done(n, outcome, hash)) = rx.recv() else {
+                break;
+            };
             running -= 1;
             if let (Some(h), Some(d)) = (hash, outcome.dir.clone()) {
                 done.insert(n, (h, d));
@@ -242,7 +343,9 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
             outcomes.insert(n, outcome);
         }
     });
-    RunSummary { outcomes: selected.iter().filter_map(|n| outcomes.remove(n)).collect() }
+    RunSummary {
+        outcomes: selected.iter().filter_map(|n| outcomes.remove(n)).collect(),
+    }
 }
 
 /// Computes or reuses one instance. Returns its outcome and output hash.
@@ -259,7 +362,14 @@ fn execute(
 ) -> (Outcome, Option<String>) {
     let inst = &plan.graph[n];
     let started = Instant::now();
-    let mut outcome = Outcome { label: inst.label.clone(), kind: inst.kind.name().into(), status: Status::Cached, key: None, dir: None, seconds: 0.0 };
+    let mut outcome = Outcome {
+        label: inst.label.clone(),
+        kind: inst.kind.name().into(),
+        status: Status::Cached,
+        key: None,
+        dir: None,
+        seconds: 0.0,
+    };
     let fail = |mut o: Outcome, msg: String| {
         progress::println(&format!("  FAIL  {:<24} {msg}", o.label));
         o.status = Status::Failed(msg);
@@ -274,7 +384,9 @@ fn execute(
     outcome.key = Some(key.clone());
     let reason = miss_reason(cache, plan, inst, &material, &key, forced);
     let Some(reason) = reason else {
-        let Lookup::Valid(m) = cache.lookup(&key) else { return fail(outcome, "cache entry vanished".into()) };
+        let Lookup::Valid(m) = cache.lookup(&key) else {
+            return fail(outcome, "cache entry vanished".into());
+        };
         let _ = cache.record_run(&plan.name, &inst.label, &material);
         outcome.dir = Some(cache.entry_dir(&key));
         return (outcome, Some(m.output_hash));
@@ -286,7 +398,10 @@ fn execute(
     if waited && !forced {
         // Another eqflow computed this key while we waited: reuse it.
         if let Lookup::Valid(m) = cache.lookup(&key) {
-            progress::println(&format!("  reuse {:<24} computed by another eqflow process", inst.label));
+            progress::println(&format!(
+                "  reuse {:<24} computed by another eqflow process",
+                inst.label
+            ));
             let _ = cache.record_run(&plan.name, &inst.label, &material);
             outcome.dir = Some(cache.entry_dir(&key));
             return (outcome, Some(m.output_hash));
@@ -318,7 +433,11 @@ fn execute(
         Ok(Err(e)) => Some(format!("{e:#}")),
         Err(panic) => Some(format!(
             "panicked: {}",
-            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
         )),
     };
     if let Some(e) = error {
@@ -375,7 +494,10 @@ pub fn hostname() -> String {
 
 /// RFC 3339 UTC time stamp (seconds precision), without a date crate.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (H. Hinnant's algorithm).
     let z = days + 719_468;
@@ -387,7 +509,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

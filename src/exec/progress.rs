@@ -20,7 +20,9 @@ pub fn bars() -> Option<&'static MultiProgress> {
 /// Turns bars on if stderr is a terminal.
 pub fn init(quiet: bool) {
     if !quiet && std::io::stderr().is_terminal() {
-        let _ = BARS.set(MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
+        let _ = BARS.set(MultiProgress::with_draw_target(
+            ProgressDrawTarget::stderr_with_hz(8),
+        ));
     }
 }
 
@@ -74,9 +76,11 @@ impl ProgressFactory for Display {
             Some(mp) => {
                 let pb = mp.add(ProgressBar::new(total));
                 pb.set_style(
-                    ProgressStyle::with_template("{prefix:>16.cyan} {bar:30} {pos}/{len} {wide_msg} [{elapsed} < {eta}]")
-                        .expect("valid template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix:>16.cyan} {bar:30} {pos}/{len} {wide_msg} [{elapsed} < {eta}]",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
                 );
                 pb.set_prefix(format!("{stage} {what}"));
                 Box::new(Bar(pb))
@@ -130,7 +134,14 @@ impl Progress for Lines {
         // One line every 10 s at most: enough to see life in a CI log without flooding it.
         if s.last.elapsed() >= Duration::from_secs(10) {
             s.last = Instant::now();
-            println(&format!("  {} {}/{} {} ({:.0} s)", s.label, s.pos, s.total, s.msg, s.started.elapsed().as_secs_f64()));
+            println(&format!(
+                "  {} {}/{} {} ({:.0} s)",
+                s.label,
+                s.pos,
+                s.total,
+                s.msg,
+                s.started.elapsed().as_secs_f64()
+            ));
         }
     }
     fn message(&self, msg: String) {

@@ -65,16 +65,37 @@ impl Tensor {
     }
 }
 
+const METADATA_KEY: &str = "eqflow";
+
 /// Writes `tensors` with string `metadata` to `path`.
-pub fn write_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, metadata: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let bytes: Vec<(String, Vec<u8>)> = tensors.iter().map(|(k, t)| (k.clone(), t.bytes())).collect();
+pub fn write_tensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let bytes: Vec<(String, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.bytes()))
+        .collect();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .zip(&bytes)
-        .map(|((k, t), (_, b))| Ok((k.clone(), TensorView::new(t.dtype(), t.shape().to_vec(), b)?)))
+        .map(|((k, t), (_, b))| {
+            Ok((
+                k.clone(),
+                TensorView::new(t.dtype(), t.shape().to_vec(), b)?,
+            ))
+        })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    safetensors::serialize_to_file(views, &Some(meta), path).with_context(|| format!("cannot write {}", path.display()))?;
+    // safetensors keeps metadata in a HashMap, whose order varies from process to process: store one key
+    // holding canonical JSON so that identical tensors always give identical bytes.
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert(
+        METADATA_KEY.to_string(),
+        serde_json::to_string(metadata).expect("string map serialises"),
+    );
+    safetensors::serialize_to_file(views, &Some(meta), path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -86,11 +107,17 @@ pub struct TensorFile {
 
 /// Opens `path` (memory-mapped).
 pub fn read_tensors(path: &Path) -> anyhow::Result<TensorFile> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: cache entries are immutable once committed; nothing writes to a mapped file.
-    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-    SafeTensors::deserialize(&map).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
-    Ok(TensorFile { path: path.to_path_buf(), map })
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    SafeTensors::deserialize(&map)
+        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    Ok(TensorFile {
+        path: path.to_path_buf(),
+        map,
+    })
 }
 
 impl TensorFile {
@@ -101,25 +128,47 @@ impl TensorFile {
     /// The string metadata.
     pub fn metadata(&self) -> BTreeMap<String, String> {
         let (_, meta) = SafeTensors::read_metadata(&self.map).expect("validated when opened");
-        meta.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default()
+        let raw: BTreeMap<String, String> = meta
+            .metadata()
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+        match raw
+            .get(METADATA_KEY)
+            .and_then(|j| serde_json::from_str(j).ok())
+        {
+            Some(m) => m,
+            None => raw,
+        }
     }
 
     /// Tensor `name`, whatever its float dtype.
     pub fn get(&self, name: &str) -> anyhow::Result<Tensor> {
         let st = self.parsed();
-        let view = st.tensor(name).with_context(|| format!("{} has no tensor `{name}`", self.path.display()))?;
+        let view = st
+            .tensor(name)
+            .with_context(|| format!("{} has no tensor `{name}`", self.path.display()))?;
         let shape = view.shape().to_vec();
         let data = view.data();
         Ok(match view.dtype() {
             Dtype::F32 => Tensor::F32 {
                 shape,
-                data: data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+                data: data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
             },
             Dtype::F64 => Tensor::F64 {
                 shape,
-                data: data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                data: data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
             },
-            other => bail!("{}: tensor `{name}` has dtype {other:?}; eqflow reads F32 and F64", self.path.display()),
+            other => bail!(
+                "{}: tensor `{name}` has dtype {other:?}; eqflow reads F32 and F64",
+                self.path.display()
+            ),
         })
     }
 
@@ -127,7 +176,11 @@ impl TensorFile {
     pub fn f32(&self, name: &str, rank: usize) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
         let t = self.get(name)?;
         if t.shape().len() != rank {
-            bail!("{}: tensor `{name}` has shape {:?}, expected {rank} axes", self.path.display(), t.shape());
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {rank} axes",
+                self.path.display(),
+                t.shape()
+            );
         }
         Ok((t.shape().to_vec(), t.to_f32()))
     }
@@ -136,7 +189,11 @@ impl TensorFile {
     pub fn f64(&self, name: &str, rank: usize) -> anyhow::Result<(Vec<usize>, Vec<f64>)> {
         let t = self.get(name)?;
         if t.shape().len() != rank {
-            bail!("{}: tensor `{name}` has shape {:?}, expected {rank} axes", self.path.display(), t.shape());
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {rank} axes",
+                self.path.display(),
+                t.shape()
+            );
         }
         Ok((t.shape().to_vec(), t.to_f64()))
     }
@@ -151,9 +208,17 @@ pub fn write_npy(path: &Path, tensor: &Tensor) -> anyhow::Result<()> {
     let shape = tensor.shape();
     let shape_txt = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Pad so that the data starts on a 64-byte boundary, as numpy does.
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -175,8 +240,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.safetensors");
         let mut ts = BTreeMap::new();
-        ts.insert("x".to_string(), Tensor::F64 { shape: vec![2, 2], data: vec![1.0, 2.0, 3.0, 4.5] });
-        ts.insert("y".to_string(), Tensor::F32 { shape: vec![3], data: vec![0.5, -1.0, 2.0] });
+        ts.insert(
+            "x".to_string(),
+            Tensor::F64 {
+                shape: vec![2, 2],
+                data: vec![1.0, 2.0, 3.0, 4.5],
+            },
+        );
+        ts.insert(
+            "y".to_string(),
+            Tensor::F32 {
+                shape: vec![3],
+                data: vec![0.5, -1.0, 2.0],
+            },
+        );
         let mut meta = BTreeMap::new();
         meta.insert("kind".to_string(), "points".to_string());
         write_tensors(&path, &ts, &meta).expect("write");
@@ -184,14 +261,25 @@ mod tests {
         assert_eq!(f.get("x").expect("x"), ts["x"]);
         assert_eq!(f.f32("y", 1).expect("y").1, vec![0.5, -1.0, 2.0]);
         assert_eq!(f.metadata()["kind"], "points");
-        assert!(f.f64("x", 3).unwrap_err().to_string().contains("expected 3 axes"));
+        assert!(f
+            .f64("x", 3)
+            .unwrap_err()
+            .to_string()
+            .contains("expected 3 axes"));
     }
 
     #[test]
     fn npy_header_is_aligned() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.npy");
-        write_npy(&path, &Tensor::F32 { shape: vec![2, 3], data: vec![0.0; 6] }).expect("write");
+        write_npy(
+            &path,
+            &Tensor::F32 {
+                shape: vec![2, 3],
+                data: vec![0.0; 6],
+            },
+        )
+        .expect("write");
         let bytes = std::fs::read(&path).expect("read");
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);

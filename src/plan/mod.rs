@@ -14,7 +14,10 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
-use crate::config::{self, Config, Diagnostic, Diagnostics, Override, Params, PipelineFile, Source, StageConfig, Value};
+use crate::config::{
+    self, Config, Diagnostic, Diagnostics, Override, Params, PipelineFile, Source, StageConfig,
+    Value,
+};
 use crate::stages::StageKind;
 
 pub use sweep::{axis_name, expand, SweepPoint};
@@ -106,7 +109,12 @@ impl Plan {
         Ok(Self::expand(first, &stage_order, points, &configs))
     }
 
-    fn expand(first: &Config, stage_order: &[usize], points: Vec<SweepPoint>, configs: &[Config]) -> Plan {
+    fn expand(
+        first: &Config,
+        stage_order: &[usize],
+        points: Vec<SweepPoint>,
+        configs: &[Config],
+    ) -> Plan {
         let mut graph: DiGraph<Instance, String> = DiGraph::new();
         let mut interned: HashMap<String, NodeIndex> = HashMap::new();
         let mut point_maps = Vec::new();
@@ -116,13 +124,19 @@ impl Plan {
             let mut map: BTreeMap<String, NodeIndex> = BTreeMap::new();
             for &si in stage_order {
                 let sc = &cfg.stages[si];
-                let inputs: BTreeMap<String, NodeIndex> =
-                    sc.inputs.iter().map(|(param, up)| (param.clone(), map[up])).collect();
+                let inputs: BTreeMap<String, NodeIndex> = sc
+                    .inputs
+                    .iter()
+                    .map(|(param, up)| (param.clone(), map[up]))
+                    .collect();
                 let identity = format!(
                     "{}\u{0}{}\u{0}{:?}",
                     sc.name,
                     serde_json::to_string(&sc.params).expect("params serialise"),
-                    inputs.iter().map(|(k, v)| (k, v.index())).collect::<Vec<_>>()
+                    inputs
+                        .iter()
+                        .map(|(k, v)| (k, v.index()))
+                        .collect::<Vec<_>>()
                 );
                 let node = *interned.entry(identity).or_insert_with(|| {
                     let n = graph.add_node(Instance {
@@ -145,7 +159,11 @@ impl Plan {
             point_maps.push(map);
         }
         label_instances(&mut graph, &users, &points);
-        let rank: HashMap<&str, usize> = stage_order.iter().enumerate().map(|(r, &si)| (first.stages[si].name.as_str(), r)).collect();
+        let rank: HashMap<&str, usize> = stage_order
+            .iter()
+            .enumerate()
+            .map(|(r, &si)| (first.stages[si].name.as_str(), r))
+            .collect();
         let mut order: Vec<NodeIndex> = graph.node_indices().collect();
         // Node indices were created in (point, stage order) order, which is topological; sort stably by the
         // stage's rank so that the listing groups instances of one stage together.
@@ -170,8 +188,11 @@ impl Plan {
         }
         let mut wanted = BTreeSet::new();
         for t in targets {
-            let hits: Vec<NodeIndex> =
-                self.graph.node_indices().filter(|n| self.graph[*n].stage == *t || self.graph[*n].label == *t).collect();
+            let hits: Vec<NodeIndex> = self
+                .graph
+                .node_indices()
+                .filter(|n| self.graph[*n].stage == *t || self.graph[*n].label == *t)
+                .collect();
             if hits.is_empty() {
                 let names: Vec<&str> = self.stage_names.iter().map(String::as_str).collect();
                 let mut msg = format!("{}: no stage `{t}`", self.path.display());
@@ -189,17 +210,28 @@ impl Plan {
                 }
             }
         }
-        Ok(self.order.iter().copied().filter(|n| wanted.contains(n)).collect())
+        Ok(self
+            .order
+            .iter()
+            .copied()
+            .filter(|n| wanted.contains(n))
+            .collect())
     }
 
     /// The direct dependents of `n`.
     pub fn dependents(&self, n: NodeIndex) -> impl Iterator<Item = NodeIndex> + '_ {
-        self.graph.edges_directed(n, Direction::Outgoing).map(|e| e.target())
+        self.graph
+            .edges_directed(n, Direction::Outgoing)
+            .map(|e| e.target())
     }
 }
 
 /// Gives instances of a stage that occurs more than once a label with the sweep coordinates that tell them apart.
-fn label_instances(graph: &mut DiGraph<Instance, String>, users: &HashMap<NodeIndex, Vec<usize>>, points: &[SweepPoint]) {
+fn label_instances(
+    graph: &mut DiGraph<Instance, String>,
+    users: &HashMap<NodeIndex, Vec<usize>>,
+    points: &[SweepPoint],
+) {
     let mut by_stage: BTreeMap<String, Vec<NodeIndex>> = BTreeMap::new();
     for n in graph.node_indices() {
         by_stage.entry(graph[n].stage.clone()).or_default().push(n);
@@ -209,28 +241,52 @@ fn label_instances(graph: &mut DiGraph<Instance, String>, users: &HashMap<NodeIn
             continue;
         }
         // Axes whose value is constant over the points of each instance but differs between instances.
-        let axes: Vec<String> = points.first().map(|p| p.coords.keys().cloned().collect()).unwrap_or_default();
+        let axes: Vec<String> = points
+            .first()
+            .map(|p| p.coords.keys().cloned().collect())
+            .unwrap_or_default();
         let distinguishing: Vec<&String> = axes
             .iter()
             .filter(|axis| {
                 let per_node: Vec<Option<&Value>> = nodes
                     .iter()
                     .map(|n| {
-                        let vals: BTreeSet<String> = users[n].iter().map(|&p| points[p].coords[*axis].to_string()).collect();
-                        if vals.len() == 1 { points[users[n][0]].coords.get(*axis) } else { None }
+                        let vals: BTreeSet<String> = users[n]
+                            .iter()
+                            .map(|&p| points[p].coords[*axis].to_string())
+                            .collect();
+                        if vals.len() == 1 {
+                            points[users[n][0]].coords.get(*axis)
+                        } else {
+                            None
+                        }
                     })
                     .collect();
                 per_node.iter().all(Option::is_some)
-                    && per_node.iter().map(|v| v.map(|x| x.to_string())).collect::<BTreeSet<_>>().len() > 1
+                    && per_node
+                        .iter()
+                        .map(|v| v.map(|x| x.to_string()))
+                        .collect::<BTreeSet<_>>()
+                        .len()
+                        > 1
             })
             .collect();
         for (i, n) in nodes.iter().enumerate() {
-            let coords: BTreeMap<String, Value> =
-                distinguishing.iter().map(|a| ((*a).clone(), points[users[n][0]].coords[*a].clone())).collect();
+            let coords: BTreeMap<String, Value> = distinguishing
+                .iter()
+                .map(|a| ((*a).clone(), points[users[n][0]].coords[*a].clone()))
+                .collect();
             let label = if coords.is_empty() {
                 format!("{stage}[{i}]")
             } else {
-                format!("{stage}[{}]", coords.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(","))
+                format!(
+                    "{stage}[{}]",
+                    coords
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", plain(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
             };
             graph[*n].label = label;
             graph[*n].coords = coords;
@@ -247,7 +303,12 @@ fn plain(v: &Value) -> String {
 
 /// Stage indices in a topological order (ties in file order), or a diagnostic naming a cycle.
 fn stage_order(cfg: &Config) -> Result<Vec<usize>, Diagnostics> {
-    let index: HashMap<&str, usize> = cfg.stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = cfg
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     let mut g: DiGraph<usize, ()> = DiGraph::new();
     let nodes: Vec<NodeIndex> = (0..cfg.stages.len()).map(|i| g.add_node(i)).collect();
     for (i, s) in cfg.stages.iter().enumerate() {
@@ -290,15 +351,24 @@ fn cycle_diagnostic(cfg: &Config, members: &BTreeSet<usize>) -> Diagnostic {
     // a stage reading b means b -> a, so print in data-flow order.
     let start = *members.iter().next().expect("non-empty cycle");
     let consumer_of = |i: usize| -> Option<(usize, &str)> {
-        cfg.stages.iter().enumerate().filter(|(j, _)| members.contains(j)).find_map(|(j, s)| {
-            s.inputs.iter().find(|(_, up)| **up == cfg.stages[i].name).map(|(param, _)| (j, param.as_str()))
-        })
+        cfg.stages
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| members.contains(j))
+            .find_map(|(j, s)| {
+                s.inputs
+                    .iter()
+                    .find(|(_, up)| **up == cfg.stages[i].name)
+                    .map(|(param, _)| (j, param.as_str()))
+            })
     };
     let mut path = vec![cfg.stages[start].name.clone()];
     let mut cur = start;
     let mut first_edge: Option<(usize, String)> = None;
     for _ in 0..=members.len() {
-        let Some((next, param)) = consumer_of(cur) else { break };
+        let Some((next, param)) = consumer_of(cur) else {
+            break;
+        };
         if first_edge.is_none() {
             first_edge = Some((next, param.to_string()));
         }
@@ -312,7 +382,15 @@ fn cycle_diagnostic(cfg: &Config, members: &BTreeSet<usize>) -> Diagnostic {
         Some((j, p)) => (&cfg.stages[*j], p.clone()),
         None => (&cfg.stages[start], String::new()),
     };
-    let src = stage.sources.get(&param).cloned().unwrap_or_else(|| stage.source.clone());
-    Diagnostic::new(src, Some(format!("stages.{}.{param}", stage.name)), format!("cycle between stages: {}", path.join(" -> ")))
-        .with_help("a stage cannot depend, directly or indirectly, on its own outputs")
+    let src = stage
+        .sources
+        .get(&param)
+        .cloned()
+        .unwrap_or_else(|| stage.source.clone());
+    Diagnostic::new(
+        src,
+        Some(format!("stages.{}.{param}", stage.name)),
+        format!("cycle between stages: {}", path.join(" -> ")),
+    )
+    .with_help("a stage cannot depend, directly or indirectly, on its own outputs")
 }

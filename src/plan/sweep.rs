@@ -29,11 +29,24 @@ pub fn expand(sweep: &RawSweep) -> Result<Vec<SweepPoint>, Diagnostics> {
         let values: Vec<i64> = match &seeds.value {
             Value::Int(n) if *n >= 1 => (0..*n).collect(),
             Value::List(items) if !items.is_empty() => {
-                let ints: Option<Vec<i64>> = items.iter().map(|v| if let Value::Int(i) = v { (*i >= 0).then_some(*i) } else { None }).collect();
+                let ints: Option<Vec<i64>> = items
+                    .iter()
+                    .map(|v| {
+                        if let Value::Int(i) = v {
+                            (*i >= 0).then_some(*i)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
                 match ints {
                     Some(v) => v,
                     None => {
-                        diags.push(Diagnostic::new(seeds.source.clone(), Some("sweep.seeds".into()), "seeds must be non-negative integers"));
+                        diags.push(Diagnostic::new(
+                            seeds.source.clone(),
+                            Some("sweep.seeds".into()),
+                            "seeds must be non-negative integers",
+                        ));
                         Vec::new()
                     }
                 }
@@ -49,25 +62,55 @@ pub fn expand(sweep: &RawSweep) -> Result<Vec<SweepPoint>, Diagnostics> {
         };
         let key = match &sweep.seed_key {
             None => "pipeline.seed".to_string(),
-            Some(Located { value: Value::Str(s), .. }) => s.clone(),
+            Some(Located {
+                value: Value::Str(s),
+                ..
+            }) => s.clone(),
             Some(v) => {
-                diags.push(Diagnostic::new(v.source.clone(), Some("sweep.seed_key".into()), "must be a string such as \"stages.dynamics.seed\""));
+                diags.push(Diagnostic::new(
+                    v.source.clone(),
+                    Some("sweep.seed_key".into()),
+                    "must be a string such as \"stages.dynamics.seed\"",
+                ));
                 "pipeline.seed".to_string()
             }
         };
-        let src = sweep.seed_key.as_ref().map(|v| v.source.clone()).unwrap_or_else(|| seeds.source.clone());
-        let axis = values.into_iter().map(|s| Value::Int(s)).collect::<Vec<_>>();
+        let src = sweep
+            .seed_key
+            .as_ref()
+            .map(|v| v.source.clone())
+            .unwrap_or_else(|| seeds.source.clone());
+        let axis = values
+            .into_iter()
+            .map(|s| Value::Int(s))
+            .collect::<Vec<_>>();
         points = product(points, &[("seed".to_string(), key, axis, src)]);
     } else if let Some(k) = &sweep.seed_key {
-        diags.push(Diagnostic::new(k.source.clone(), Some("sweep.seed_key".into()), "seed_key without seeds"));
+        diags.push(Diagnostic::new(
+            k.source.clone(),
+            Some("sweep.seed_key".into()),
+            "seed_key without seeds",
+        ));
     }
 
     for ov in &sweep.grid {
         match &ov.value.value {
             Value::List(items) if !items.is_empty() => {
-                points = product(points, &[(axis_name(&ov.path), ov.path.clone(), items.clone(), ov.value.source.clone())]);
+                points = product(
+                    points,
+                    &[(
+                        axis_name(&ov.path),
+                        ov.path.clone(),
+                        items.clone(),
+                        ov.value.source.clone(),
+                    )],
+                );
             }
-            Value::List(_) => diags.push(Diagnostic::new(ov.value.source.clone(), Some(format!("sweep.grid.{}", ov.path)), "empty axis: give at least one value")),
+            Value::List(_) => diags.push(Diagnostic::new(
+                ov.value.source.clone(),
+                Some(format!("sweep.grid.{}", ov.path)),
+                "empty axis: give at least one value",
+            )),
             other => diags.push(Diagnostic::new(
                 ov.value.source.clone(),
                 Some(format!("sweep.grid.{}", ov.path)),
@@ -92,10 +135,23 @@ pub fn expand(sweep: &RawSweep) -> Result<Vec<SweepPoint>, Diagnostics> {
                         )),
                         _ => {}
                     }
-                    axes.push((axis_name(&ov.path), ov.path.clone(), items.clone(), ov.value.source.clone()));
+                    axes.push((
+                        axis_name(&ov.path),
+                        ov.path.clone(),
+                        items.clone(),
+                        ov.value.source.clone(),
+                    ));
                 }
-                Value::List(_) => diags.push(Diagnostic::new(ov.value.source.clone(), Some(key), "empty axis: give at least one value")),
-                other => diags.push(Diagnostic::new(ov.value.source.clone(), Some(key), format!("a sweep axis must be an array, got {other}"))),
+                Value::List(_) => diags.push(Diagnostic::new(
+                    ov.value.source.clone(),
+                    Some(key),
+                    "empty axis: give at least one value",
+                )),
+                other => diags.push(Diagnostic::new(
+                    ov.value.source.clone(),
+                    Some(key),
+                    format!("a sweep axis must be an array, got {other}"),
+                )),
             }
         }
         if diags.0.is_empty() {
@@ -107,7 +163,10 @@ pub fn expand(sweep: &RawSweep) -> Result<Vec<SweepPoint>, Diagnostics> {
 }
 
 /// Multiplies `points` by one axis group: a single axis (grid) or several walked together (zip).
-fn product(points: Vec<SweepPoint>, axes: &[(String, String, Vec<Value>, Source)]) -> Vec<SweepPoint> {
+fn product(
+    points: Vec<SweepPoint>,
+    axes: &[(String, String, Vec<Value>, Source)],
+) -> Vec<SweepPoint> {
     let n = axes.first().map_or(0, |a| a.2.len());
     let mut out = Vec::with_capacity(points.len() * n);
     for p in &points {
@@ -115,7 +174,13 @@ fn product(points: Vec<SweepPoint>, axes: &[(String, String, Vec<Value>, Source)
             let mut q = p.clone();
             for (name, path, values, src) in axes {
                 q.coords.insert(name.clone(), values[i].clone());
-                q.overrides.push(Override { path: path.clone(), value: Located { value: values[i].clone(), source: src.clone() } });
+                q.overrides.push(Override {
+                    path: path.clone(),
+                    value: Located {
+                        value: values[i].clone(),
+                        source: src.clone(),
+                    },
+                });
             }
             out.push(q);
         }

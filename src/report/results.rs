@@ -72,7 +72,11 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, f64>)
         }
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -82,17 +86,30 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, f64>)
 
 /// Rows for every cached instance of `plan`.
 pub fn collect_results(plan: &Plan, cache: &Cache) -> anyhow::Result<Vec<ResultRow>> {
-    let summary = exec::run(plan, cache, &plan.order, &RunOptions { dry_run: true, jobs: 1, ..RunOptions::default() });
+    let summary = exec::run(
+        plan,
+        cache,
+        &plan.order,
+        &RunOptions {
+            dry_run: true,
+            jobs: 1,
+            ..RunOptions::default()
+        },
+    );
     let mut rows = Vec::new();
     for (o, n) in summary.outcomes.iter().zip(&plan.order) {
         if o.status != Status::Cached {
             continue;
         }
         let key = o.key.clone().expect("cached outcomes have keys");
-        let Lookup::Valid(manifest) = cache.lookup(&key) else { continue };
+        let Lookup::Valid(manifest) = cache.lookup(&key) else {
+            continue;
+        };
         let inst = &plan.graph[*n];
         let mut metrics = BTreeMap::new();
-        if let Ok(v) = crate::io::read_json::<serde_json::Value>(&cache.entry_dir(&key).join("metrics.json")) {
+        if let Ok(v) =
+            crate::io::read_json::<serde_json::Value>(&cache.entry_dir(&key).join("metrics.json"))
+        {
             flatten("", &v, &mut metrics);
         }
         rows.push(ResultRow {
@@ -100,7 +117,16 @@ pub fn collect_results(plan: &Plan, cache: &Cache) -> anyhow::Result<Vec<ResultR
             stage: inst.stage.clone(),
             kind: inst.kind.name().into(),
             key,
-            coords: inst.coords.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).expect("values serialise"))).collect(),
+            coords: inst
+                .coords
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::to_value(v).expect("values serialise"),
+                    )
+                })
+                .collect(),
             params: serde_json::to_value(&inst.params).expect("params serialise"),
             metrics,
             duration_s: manifest.duration_s,
@@ -110,15 +136,30 @@ pub fn collect_results(plan: &Plan, cache: &Cache) -> anyhow::Result<Vec<ResultR
 }
 
 fn aggregate(rows: &[ResultRow]) -> Vec<Aggregate> {
-    let mut groups: BTreeMap<(String, String), (BTreeMap<String, serde_json::Value>, Vec<&ResultRow>)> = BTreeMap::new();
+    let mut groups: BTreeMap<
+        (String, String),
+        (BTreeMap<String, serde_json::Value>, Vec<&ResultRow>),
+    > = BTreeMap::new();
     for r in rows {
-        let coords: BTreeMap<String, serde_json::Value> = r.coords.iter().filter(|(k, _)| !is_seed_axis(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let coords: BTreeMap<String, serde_json::Value> = r
+            .coords
+            .iter()
+            .filter(|(k, _)| !is_seed_axis(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let has_seed = r.coords.keys().any(|k| is_seed_axis(k));
         if !has_seed {
             continue;
         }
-        let id = (r.stage.clone(), serde_json::to_string(&coords).expect("serialise"));
-        groups.entry(id).or_insert_with(|| (coords, Vec::new())).1.push(r);
+        let id = (
+            r.stage.clone(),
+            serde_json::to_string(&coords).expect("serialise"),
+        );
+        groups
+            .entry(id)
+            .or_insert_with(|| (coords, Vec::new()))
+            .1
+            .push(r);
     }
     groups
         .into_iter()
@@ -129,11 +170,19 @@ fn aggregate(rows: &[ResultRow]) -> Vec<Aggregate> {
             let metrics = names
                 .into_iter()
                 .map(|m| {
-                    let vals: Vec<f64> = members.iter().filter_map(|r| r.metrics.get(m).copied()).collect();
+                    let vals: Vec<f64> = members
+                        .iter()
+                        .filter_map(|r| r.metrics.get(m).copied())
+                        .collect();
                     (m.clone(), crate::stages::spread(&vals))
                 })
                 .collect();
-            Aggregate { stage, coords, n: members.len(), metrics }
+            Aggregate {
+                stage,
+                coords,
+                n: members.len(),
+                metrics,
+            }
         })
         .collect()
 }
@@ -154,31 +203,67 @@ pub fn results_table(plan: &Plan, cache: &Cache, format: ResultsFormat) -> anyho
             out = serde_json::to_string_pretty(&doc)? + "\n";
         }
         ResultsFormat::Csv => {
-            let mut metric_names: Vec<&String> = rows.iter().flat_map(|r| r.metrics.keys()).collect();
+            let mut metric_names: Vec<&String> =
+                rows.iter().flat_map(|r| r.metrics.keys()).collect();
             metric_names.sort();
             metric_names.dedup();
-            let mut param_names: Vec<String> = rows.iter().flat_map(|r| r.params.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()).collect();
+            let mut param_names: Vec<String> = rows
+                .iter()
+                .flat_map(|r| {
+                    r.params
+                        .as_object()
+                        .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                })
+                .collect();
             param_names.sort();
             param_names.dedup();
-            let header: Vec<String> = ["label", "stage", "kind", "key"].iter().map(|s| s.to_string())
+            let header: Vec<String> = ["label", "stage", "kind", "key"]
+                .iter()
+                .map(|s| s.to_string())
                 .chain(param_names.iter().map(|p| format!("param.{p}")))
                 .chain(metric_names.iter().map(|m| format!("metric.{m}")))
                 .collect();
             let _ = writeln!(out, "{}", header.join(","));
             for r in &rows {
-                let mut cells = vec![csv(&r.label), r.stage.clone(), r.kind.clone(), r.key.clone()];
+                let mut cells = vec![
+                    csv(&r.label),
+                    r.stage.clone(),
+                    r.kind.clone(),
+                    r.key.clone(),
+                ];
                 for p in &param_names {
-                    cells.push(r.params.get(p).map(|v| csv(&match v { serde_json::Value::String(s) => s.clone(), other => other.to_string() })).unwrap_or_default());
+                    cells.push(
+                        r.params
+                            .get(p)
+                            .map(|v| {
+                                csv(&match v {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                            })
+                            .unwrap_or_default(),
+                    );
                 }
                 for m in &metric_names {
-                    cells.push(r.metrics.get(*m).map(|v| format!("{v}")).unwrap_or_default());
+                    cells.push(
+                        r.metrics
+                            .get(*m)
+                            .map(|v| format!("{v}"))
+                            .unwrap_or_default(),
+                    );
                 }
                 let _ = writeln!(out, "{}", cells.join(","));
             }
         }
         ResultsFormat::Table => {
             if rows.is_empty() {
-                let _ = writeln!(out, "no cached results for {} yet; run `eqflow run {}`", plan.name, plan.path.display());
+                let _ = writeln!(
+                    out,
+                    "no cached results for {} yet; run `eqflow run {}`",
+                    plan.name,
+                    plan.path.display()
+                );
             }
             for r in &rows {
                 if r.metrics.is_empty() {
@@ -192,11 +277,21 @@ pub fn results_table(plan: &Plan, cache: &Cache, format: ResultsFormat) -> anyho
             if !aggs.is_empty() {
                 let _ = writeln!(out, "\nacross seeds (mean ± std, n):");
                 for a in &aggs {
-                    let coords = a.coords.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+                    let coords = a
+                        .coords
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let _ = writeln!(out, "{} [{}] n={}", a.stage, coords, a.n);
                     for (k, v) in &a.metrics {
-                        let (m, s, n) = (v["mean"].as_f64().unwrap_or(f64::NAN), v["std"].as_f64().unwrap_or(f64::NAN), v["n"].as_u64().unwrap_or(0));
-                        let _ = writeln!(out, "    {k:<40} {} ± {} (n={n})", fmt_num(m), fmt_num(s));
+                        let (m, s, n) = (
+                            v["mean"].as_f64().unwrap_or(f64::NAN),
+                            v["std"].as_f64().unwrap_or(f64::NAN),
+                            v["n"].as_u64().unwrap_or(0),
+                        );
+                        let _ =
+                            writeln!(out, "    {k:<40} {} ± {} (n={n})", fmt_num(m), fmt_num(s));
                     }
                 }
             }

@@ -31,24 +31,39 @@ impl StageKind for Dataset {
             ParamSpec::choice("name", NAMES, "two_peaks", "which dataset"),
             ParamSpec::int("n", 0, "number of points (0: the dataset's own default)").min(0.0),
             ParamSpec::seed(),
-            ParamSpec::float("std", 0.5, "two_peaks: standard deviation of each Gaussian").positive(),
+            ParamSpec::float("std", 0.5, "two_peaks: standard deviation of each Gaussian")
+                .positive(),
             ParamSpec::float("r_inner", 1.0, "ring: inner radius").positive(),
             ParamSpec::float("r_outer", 2.0, "ring: outer radius").positive(),
             ParamSpec::float("noise", 0.1, "two_moons: Gaussian noise").min(0.0),
-            ParamSpec::choice("standardize", &["auto", "yes", "no"], "auto", "standardise per axis (auto: two_moons, lorenz, points)"),
+            ParamSpec::choice(
+                "standardize",
+                &["auto", "yes", "no"],
+                "auto",
+                "standardise per axis (auto: two_moons, lorenz, points)",
+            ),
         ]
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
         vec![
-            ("data.safetensors", "tensor `x` [N, d] (f64), metadata: dataset, normalisation"),
+            (
+                "data.safetensors",
+                "tensor `x` [N, d] (f64), metadata: dataset, normalisation",
+            ),
             ("data.npy", "the same points for numpy"),
-            ("normalization.json", "per-axis mean and std that were removed (zeros/ones if none)"),
+            (
+                "normalization.json",
+                "per-axis mean and std that were removed (zeros/ones if none)",
+            ),
         ]
     }
     fn check(&self, p: &Params) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if p.float("r_inner") >= p.float("r_outer") {
-            out.push(("r_outer", format!("must exceed r_inner ({})", p.float("r_inner"))));
+            out.push((
+                "r_outer",
+                format!("must exceed r_inner ({})", p.float("r_inner")),
+            ));
         }
         out
     }
@@ -56,7 +71,13 @@ impl StageKind for Dataset {
         let p = ctx.params;
         let name = p.str("name");
         let mut rng = ctx.rng("points");
-        let n_or = |default: usize| if p.usize("n") == 0 { default } else { p.usize("n") };
+        let n_or = |default: usize| {
+            if p.usize("n") == 0 {
+                default
+            } else {
+                p.usize("n")
+            }
+        };
         let (d, mut data): (usize, Vec<f64>) = match name {
             "two_peaks" => {
                 let n = n_or(10_000);
@@ -94,7 +115,8 @@ impl StageKind for Dataset {
         if standardize {
             for k in 0..d {
                 let m = (0..n).map(|i| data[i * d + k]).sum::<f64>() / n as f64;
-                let s = ((0..n).map(|i| (data[i * d + k] - m).powi(2)).sum::<f64>() / n as f64).sqrt();
+                let s =
+                    ((0..n).map(|i| (data[i * d + k] - m).powi(2)).sum::<f64>() / n as f64).sqrt();
                 mean[k] = m;
                 std[k] = if s > 0.0 { s } else { 1.0 };
                 for i in 0..n {
@@ -102,15 +124,21 @@ impl StageKind for Dataset {
                 }
             }
         }
-        ctx.log(format!("{name}: {n} points in {d}-D, standardised: {standardize}"));
+        ctx.log(format!(
+            "{name}: {n} points in {d}-D, standardised: {standardize}"
+        ));
         let norm = serde_json::json!({ "mean": mean, "std": std, "standardized": standardize });
         let mut meta = BTreeMap::new();
         meta.insert("dataset".into(), name.to_string());
         meta.insert("normalization".into(), norm.to_string());
-        let x = Tensor::F64 { shape: vec![n, d], data };
+        let x = Tensor::F64 {
+            shape: vec![n, d],
+            data,
+        };
         let mut ts = BTreeMap::new();
         ts.insert("x".to_string(), x.clone());
-        write_tensors(&ctx.output("data.safetensors"), &ts, &meta).context("writing the dataset")?;
+        write_tensors(&ctx.output("data.safetensors"), &ts, &meta)
+            .context("writing the dataset")?;
         write_npy(&ctx.output("data.npy"), &x)?;
         write_json(&ctx.output("normalization.json"), &norm)?;
         ctx.metric("n", n);

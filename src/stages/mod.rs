@@ -88,7 +88,9 @@ pub struct StageContext<'a> {
 impl<'a> StageContext<'a> {
     /// The committed directory of input `name`.
     pub fn input(&self, name: &str) -> anyhow::Result<&InputArtifact> {
-        self.inputs.get(name).ok_or_else(|| anyhow::anyhow!("stage `{}` has no input `{name}`", self.label))
+        self.inputs
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input `{name}`", self.label))
     }
 
     /// An optional input.
@@ -141,10 +143,18 @@ pub fn spread(values: &[f64]) -> serde_json::Value {
         return serde_json::json!({ "n": 0 });
     }
     let mean = values.iter().sum::<f64>() / n as f64;
-    let var = if n > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+    let var = if n > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    };
     serde_json::json!({
         "mean": mean, "std": var.sqrt(), "n": n, "min": sorted[0], "median": median, "max": sorted[n - 1],
     })
