@@ -55,8 +55,8 @@ impl LorenzParams {
     pub fn field_standardized(&self, s: &Standardization, y: &[f64], out: &mut [f64]) {
         let x: Vec<f64> = (0..3).map(|i| s.mean[i] + s.std[i] * y[i]).collect();
         self.field(&x, out);
-        for i in 0..3 {
-            out[i] /= s.std[i];
+        for (o, sd) in out.iter_mut().zip(&s.std) {
+            *o /= sd;
         }
     }
 

@@ -31,9 +31,8 @@ impl Dense {
 
     /// `y = W x + b`.
     pub fn apply(&self, x: &[f64], y: &mut [f64]) {
-        for o in 0..self.out {
-            let row = &self.w[o * self.inp..(o + 1) * self.inp];
-            y[o] = self.b[o] + row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>();
+        for ((yo, row), b) in y.iter_mut().zip(self.w.chunks_exact(self.inp)).zip(&self.b) {
+            *yo = b + row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>();
         }
     }
 

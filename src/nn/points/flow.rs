@@ -112,10 +112,10 @@ impl FlowModel {
                 put(10, 11, &self.layers[1]);
                 put(12, 13, &self.layers[2]);
                 let l0 = &self.layers[0];
-                for blk in 0..9 {
+                for (blk, leaf) in leaves.iter_mut().enumerate().take(9) {
                     for c in 0..d {
                         for o in 0..h {
-                            leaves[blk][c * h + o] = l0.w[o * 9 * d + blk * d + c];
+                            leaf[c * h + o] = l0.w[o * 9 * d + blk * d + c];
                         }
                     }
                 }

@@ -108,6 +108,13 @@ pub(crate) enum BnMode {
     /// Training: batch statistics (biased variance), tangent handled as given.
     Batch(BnTangent),
     /// Evaluation: fixed running mean and variance.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "training never evaluates; tests compare against it"
+        )
+    )]
     Running { mean: Vec<f64>, var: Vec<f64> },
 }
 

@@ -152,12 +152,12 @@ fn plain_rust_inference_matches_dfdx() {
         let (_, z, _) = tangents(Divergence::Exact, 0, n, d, &mut stream(0, "x"));
         let (v, tv) = fwd(&arch, &leaves, &x, &z, d, &BnMode::Running { mean, var });
         let plain = model.velocity(&PointSet::new(n, d, x.clone()));
-        for e in 0..n * d {
+        for (e, ve) in v.iter().enumerate() {
             assert!(
-                (plain.data[e] - v[e]).abs() < 1e-10,
+                (plain.data[e] - ve).abs() < 1e-10,
                 "{net:?} v {} vs {}",
                 plain.data[e],
-                v[e]
+                ve
             );
         }
         for i in 0..n {
@@ -190,8 +190,8 @@ fn plain_rust_inference_matches_dfdx() {
     )
     .as_vec();
     let plain = sm.eps(&PointSet::new(5, d, x), 0.3);
-    for e in 0..5 * d {
-        assert!((plain.data[e] - out[e]).abs() < 1e-10);
+    for (p, o) in plain.data.iter().zip(&out) {
+        assert!((p - o).abs() < 1e-10);
     }
     assert_eq!(ScoreModel::from_leaves(d, &sm.to_leaves()), sm);
 }
@@ -335,5 +335,104 @@ fn short_training_on_two_peaks_reduces_losses_and_checkpoints_roundtrip() {
     assert!(
         (v.std[0] - 1.0).abs() < 0.01 && v.mean[1].abs() < 1e-6,
         "{v:?}"
+    );
+}
+
+/// Timings for the report (`cargo test --release --lib nn::points::tests::timings -- --ignored --nocapture`,
+/// with `RAYON_NUM_THREADS=2`).
+#[test]
+#[ignore]
+fn timings() {
+    use crate::science::lyapunov::{bounded_starts, largest_exponents, TwoTrajectoryConfig};
+    use crate::science::points::{lorenz, standardize, LorenzDataParams};
+    use std::time::Instant;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        v[v.len() / 2]
+    };
+    let t0 = Instant::now();
+    let mut lz = lorenz(&LorenzDataParams::default(), 0);
+    eprintln!(
+        "lorenz dataset (50k points): {:.3} s",
+        t0.elapsed().as_secs_f64()
+    );
+    standardize(&mut lz);
+    let dev = Cpu::default();
+    for d in [2usize, 3] {
+        let n = 2048;
+        let x = randn(n * d, 1);
+        let e = randn(n * d, 2);
+        let tf: Vec<f64> = (0..n).map(|i| (i as f64 / n as f64) * 2.0 - 1.0).collect();
+        let sm = ScoreModel::init(d, 0);
+        let mut leaves = sm.to_leaves();
+        let mut adam = super::train::Adam::new(&leaves, 1e-2, 1e-5);
+        let ts: Vec<f64> = (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                let (_, g) = score_loss_and_grads::<f32>(&dev, d, &leaves, &x, &tf, &e);
+                adam.step(&mut leaves, &g);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        eprintln!("score train step d={d} batch 2048: {:.2} ms", median(ts));
+        let arch = Arch {
+            network: Network::Kernel,
+            d,
+            hidden: HIDDEN,
+        };
+        let mut fl = init_leaves(&arch, 0);
+        let mut adam = super::train::Adam::new(&fl, 1e-2, 1e-5);
+        let ts: Vec<f64> = (0..10)
+            .map(|i| {
+                let t = Instant::now();
+                let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
+                let (k, z, sc) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
+                let st = dynamics_loss_and_grads::<f32>(
+                    &dev,
+                    &arch,
+                    &fl,
+                    &x,
+                    &s.data,
+                    &z,
+                    k,
+                    sc,
+                    BnTangent::Batched,
+                );
+                adam.step(&mut fl, &st.grads);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        eprintln!(
+            "dynamics train step (kernel) d={d} batch 2048, 10 probes: {:.1} ms",
+            median(ts)
+        );
+    }
+    let model = FlowModel::random(Network::Kernel, 3, 0, Some(&lz.head(4096)));
+    let f = |x: &[f64], o: &mut [f64]| model.velocity_one(x, o);
+    let t = Instant::now();
+    let starts = bounded_starts(&f, 3, 64, 5000, 0.1, 4.0, 512, 0);
+    let t_starts = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let cfg = TwoTrajectoryConfig {
+        dt: 0.1,
+        perturbation: 1e-5,
+        tau: 2500,
+        segments: 1,
+    };
+    let _ = largest_exponents(&f, &starts, &cfg, 0);
+    eprintln!(
+        "lyapunov protocol (random kernel model): {} bounded starts in {:.2} s, exponents {:.2} s",
+        starts.len(),
+        t_starts,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut o = [0.0; 3];
+    for i in 0..100_000 {
+        model.velocity_one(lz.row(i % lz.n), &mut o);
+    }
+    eprintln!(
+        "plain velocity_one: {:.2} us/point",
+        t.elapsed().as_secs_f64() * 10.0
     );
 }
