@@ -1,5 +1,6 @@
 //! A thin layer over dfdx and plain-Rust kernels: our ops, models, training loops, checkpoints.
 
 // --- point models (score MLP, flow kernel) ---
+pub mod points;
 
 // --- image models (convolutional score models, image flows) ---

@@ -3,5 +3,11 @@
 pub mod rng;
 
 // --- low-dimensional systems (points, Lorenz) ---
+pub mod integrators;
+pub mod lorenz;
+pub mod lyapunov;
+pub mod mmd;
+pub mod points;
+pub mod skew;
 
 // --- Turing patterns (Gray-Scott) and image flows ---

@@ -1,0 +1,438 @@
+//! Tests of the point models: tangent pass and loss gradients against f64 finite differences, plain-Rust
+//! inference against the dfdx forward, checkpoints, and short training runs.
+
+use super::flow::init_leaves;
+use super::score::score_loss_and_grads;
+use super::tape::{flow_forward, leaf_tensors, tensor2, BnMode, BnTangent};
+use super::train::{dynamics_loss_and_grads, tangents, Divergence};
+use super::*;
+use crate::science::points::{two_peaks, PointSet, TwoPeaksParams};
+use crate::science::rng::stream;
+use dfdx::prelude::*;
+use rand_distr::{Distribution, StandardNormal};
+
+fn randn(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = stream(seed, "test");
+    (0..n).map(|_| StandardNormal.sample(&mut r)).collect()
+}
+
+/// Batched forward in f64 (training-mode batch-norm) returning (v, tv) as plain vectors.
+fn fwd(
+    arch: &Arch,
+    leaves: &[Vec<f64>],
+    x: &[f64],
+    t: &[f64],
+    k: usize,
+    bn: &BnMode,
+) -> (Vec<f64>, Vec<f64>) {
+    let dev = Cpu::default();
+    let n = x.len() / arch.d;
+    let lt = leaf_tensors::<f64, Cpu>(&dev, leaves);
+    let p = flow_forward(
+        arch,
+        &lt,
+        &tensor2(&dev, x, n, arch.d),
+        &tensor2(&dev, t, k * n, arch.d),
+        k,
+        bn,
+    );
+    (p.v.as_vec(), p.tv.as_vec())
+}
+
+const NETS: [Network; 2] = [Network::Kernel, Network::Mlp];
+
+#[test]
+fn tangent_pass_matches_finite_differences() {
+    for net in NETS {
+        let (n, d, k) = (6, 3, 2);
+        let arch = Arch {
+            network: net,
+            d,
+            hidden: HIDDEN,
+        };
+        let leaves = init_leaves(&arch, 3);
+        let x = randn(n * d, 1);
+        let z = randn(k * n * d, 2);
+        // batched map: all samples move along probe j at once
+        let (_, tv) = fwd(
+            &arch,
+            &leaves,
+            &x,
+            &z,
+            k,
+            &BnMode::Batch(BnTangent::Batched),
+        );
+        let h = 1e-5;
+        let zero = vec![0.0; n * d];
+        for j in 0..k {
+            let dir = &z[j * n * d..(j + 1) * n * d];
+            let xp: Vec<f64> = x.iter().zip(dir).map(|(a, b)| a + h * b).collect();
+            let xm: Vec<f64> = x.iter().zip(dir).map(|(a, b)| a - h * b).collect();
+            let (vp, _) = fwd(
+                &arch,
+                &leaves,
+                &xp,
+                &zero,
+                1,
+                &BnMode::Batch(BnTangent::Batched),
+            );
+            let (vm, _) = fwd(
+                &arch,
+                &leaves,
+                &xm,
+                &zero,
+                1,
+                &BnMode::Batch(BnTangent::Batched),
+            );
+            for e in 0..n * d {
+                let fd = (vp[e] - vm[e]) / (2.0 * h);
+                assert!(
+                    (fd - tv[j * n * d + e]).abs() < 1e-7,
+                    "{net:?} batched jvp {fd} vs {}",
+                    tv[j * n * d + e]
+                );
+            }
+        }
+        // self-only: basis tangents give d v_i,c / d x_i,c with only sample i perturbed
+        let (_, z, _) = tangents(Divergence::Exact, 0, n, d, &mut stream(0, "x"));
+        let (_, tv) = fwd(
+            &arch,
+            &leaves,
+            &x,
+            &z,
+            d,
+            &BnMode::Batch(BnTangent::SelfOnly),
+        );
+        for i in 0..n {
+            for c in 0..d {
+                let (mut xp, mut xm) = (x.clone(), x.clone());
+                xp[i * d + c] += h;
+                xm[i * d + c] -= h;
+                let (vp, _) = fwd(
+                    &arch,
+                    &leaves,
+                    &xp,
+                    &zero,
+                    1,
+                    &BnMode::Batch(BnTangent::SelfOnly),
+                );
+                let (vm, _) = fwd(
+                    &arch,
+                    &leaves,
+                    &xm,
+                    &zero,
+                    1,
+                    &BnMode::Batch(BnTangent::SelfOnly),
+                );
+                let fd = (vp[i * d + c] - vm[i * d + c]) / (2.0 * h);
+                let got = tv[(c * n + i) * d + c];
+                assert!(
+                    (fd - got).abs() < 1e-7,
+                    "{net:?} self-only diag {fd} vs {got}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_rust_inference_matches_dfdx() {
+    for net in NETS {
+        let (n, d) = (7, 3);
+        let arch = Arch {
+            network: net,
+            d,
+            hidden: HIDDEN,
+        };
+        let leaves = init_leaves(&arch, 5);
+        let (mean, var) = (vec![0.1, -0.2, 0.3], vec![0.5, 2.0, 1.5]);
+        let model = FlowModel::from_leaves(&arch, &leaves, mean.clone(), var.clone());
+        assert_eq!(model.to_leaves(), leaves);
+        let x = randn(n * d, 6);
+        let (_, z, _) = tangents(Divergence::Exact, 0, n, d, &mut stream(0, "x"));
+        let (v, tv) = fwd(&arch, &leaves, &x, &z, d, &BnMode::Running { mean, var });
+        let plain = model.velocity(&PointSet::new(n, d, x.clone()));
+        for (e, ve) in v.iter().enumerate() {
+            assert!(
+                (plain.data[e] - ve).abs() < 1e-10,
+                "{net:?} v {} vs {}",
+                plain.data[e],
+                ve
+            );
+        }
+        for i in 0..n {
+            let j = model.jacobian(&x[i * d..(i + 1) * d]);
+            for r in 0..d {
+                for c in 0..d {
+                    let got = tv[(c * n + i) * d + r];
+                    assert!(
+                        (j[r * d + c] - got).abs() < 1e-10,
+                        "{net:?} J {} vs {got}",
+                        j[r * d + c]
+                    );
+                }
+            }
+        }
+    }
+    // score model
+    let d = 2;
+    let sm = ScoreModel::init(d, 4);
+    let dev = Cpu::default();
+    let x = randn(5 * d, 7);
+    let lt = leaf_tensors::<f64, Cpu>(&dev, &sm.to_leaves());
+    let tf = vec![2.0 * 0.3 - 1.0; 5];
+    let out = super::tape::score_forward(
+        d,
+        HIDDEN,
+        &lt,
+        &tensor2(&dev, &x, 5, d),
+        &tensor2(&dev, &tf, 5, 1),
+    )
+    .as_vec();
+    let plain = sm.eps(&PointSet::new(5, d, x), 0.3);
+    for (p, o) in plain.data.iter().zip(&out) {
+        assert!((p - o).abs() < 1e-10);
+    }
+    assert_eq!(ScoreModel::from_leaves(d, &sm.to_leaves()), sm);
+}
+
+fn check_param_grads(div: Divergence, net: Network) {
+    let (n, d) = (8, 2);
+    let arch = Arch {
+        network: net,
+        d,
+        hidden: HIDDEN,
+    };
+    let leaves = init_leaves(&arch, 9);
+    let x = randn(n * d, 10);
+    let s = randn(n * d, 11);
+    let (k, z, scale) = tangents(div, 3, n, d, &mut stream(12, "probes"));
+    let bt = if div == Divergence::Exact {
+        BnTangent::SelfOnly
+    } else {
+        BnTangent::Batched
+    };
+    let dev = Cpu::default();
+    let st = dynamics_loss_and_grads::<f64>(&dev, &arch, &leaves, &x, &s, &z, k, scale, bt);
+    let h = 1e-6;
+    let mut checked = 0;
+    let mut bad = 0;
+    for (li, leaf) in leaves.iter().enumerate() {
+        for j in [0, leaf.len() / 2, leaf.len() - 1] {
+            let (mut lp, mut lm) = (leaves.clone(), leaves.clone());
+            lp[li][j] += h;
+            lm[li][j] -= h;
+            let fp =
+                dynamics_loss_and_grads::<f64>(&dev, &arch, &lp, &x, &s, &z, k, scale, bt).loss;
+            let fm =
+                dynamics_loss_and_grads::<f64>(&dev, &arch, &lm, &x, &s, &z, k, scale, bt).loss;
+            let fd = (fp - fm) / (2.0 * h);
+            let g = st.grads[li][j];
+            if (fd - g).abs() > 1e-6 * (1.0 + g.abs()) {
+                eprintln!("{div:?} {net:?} leaf {li}[{j}]: fd {fd} vs {g}");
+                bad += 1;
+            }
+            checked += 1;
+        }
+    }
+    assert!(bad == 0, "{bad} mismatches");
+    assert!(checked >= 24 && st.loss > 0.0);
+}
+
+#[test]
+fn hutchinson_loss_gradient_matches_finite_differences() {
+    for net in NETS {
+        check_param_grads(Divergence::Hutchinson, net);
+    }
+}
+
+#[test]
+fn exact_loss_gradient_matches_finite_differences() {
+    for net in NETS {
+        check_param_grads(Divergence::Exact, net);
+    }
+}
+
+#[test]
+fn score_loss_gradient_matches_finite_differences() {
+    let (n, d) = (6, 2);
+    let leaves = ScoreModel::init(d, 1).to_leaves();
+    let (x, e) = (randn(n * d, 2), randn(n * d, 3));
+    let tf: Vec<f64> = (0..n).map(|i| i as f64 / n as f64 - 0.5).collect();
+    let dev = Cpu::default();
+    let (_, g) = score_loss_and_grads::<f64>(&dev, d, &leaves, &x, &tf, &e);
+    let h = 1e-6;
+    for (li, leaf) in leaves.iter().enumerate() {
+        let j = leaf.len() / 3;
+        let (mut lp, mut lm) = (leaves.clone(), leaves.clone());
+        lp[li][j] += h;
+        lm[li][j] -= h;
+        let fd = (score_loss_and_grads::<f64>(&dev, d, &lp, &x, &tf, &e).0
+            - score_loss_and_grads::<f64>(&dev, d, &lm, &x, &tf, &e).0)
+            / (2.0 * h);
+        assert!(
+            (fd - g[li][j]).abs() < 1e-7,
+            "score leaf {li}: {fd} vs {}",
+            g[li][j]
+        );
+    }
+}
+
+#[test]
+fn short_training_on_two_peaks_reduces_losses_and_checkpoints_roundtrip() {
+    let data = two_peaks(
+        &TwoPeaksParams {
+            n: 2048,
+            ..Default::default()
+        },
+        1,
+    );
+    let scfg = ScoreTrainConfig {
+        epochs: 40,
+        batch: 512,
+        ..Default::default()
+    };
+    let (score, sl) = train_score(&data, &scfg, &mut |_, _| {}).expect("score trains");
+    let first = sl[..3].iter().sum::<f64>() / 3.0;
+    let last = sl[sl.len() - 3..].iter().sum::<f64>() / 3.0;
+    assert!(last < 0.8 * first, "score loss {first} -> {last}");
+    // reproducible
+    let (score2, sl2) = train_score(&data, &scfg, &mut |_, _| {}).expect("score trains");
+    assert_eq!(sl, sl2);
+    assert_eq!(score, score2);
+    let dcfg = DynamicsTrainConfig {
+        epochs: 30,
+        batch: 512,
+        probes: 4,
+        ..Default::default()
+    };
+    let mut seen = 0;
+    let (flow, dl) =
+        train_dynamics(&data, &score, &dcfg, &mut |_, _| seen += 1).expect("flow trains");
+    assert_eq!(seen, 30);
+    let first = dl[..3].iter().sum::<f64>() / 3.0;
+    let last = dl[dl.len() - 3..].iter().sum::<f64>() / 3.0;
+    assert!(last < 0.7 * first, "dynamics loss {first} -> {last}");
+    // checkpoints
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("flow.safetensors");
+    flow.save(&p, serde_json::json!({"note": 1})).expect("save");
+    let (back, extra) = FlowModel::load(&p).expect("load");
+    assert_eq!(back, flow);
+    assert_eq!(extra["note"], 1);
+    let p = dir.path().join("score.safetensors");
+    score.save(&p, serde_json::Value::Null).expect("save");
+    assert_eq!(ScoreModel::load(&p).expect("load").0, score);
+    // sampling lands near the peaks
+    let samples = score.sample(500, 3);
+    let m = samples.moments();
+    assert!(
+        m.mean[0].abs() < 0.3 && (m.std[0] - 1.25f64.sqrt()).abs() < 0.3,
+        "{m:?}"
+    );
+    let rnd = FlowModel::random(Network::Kernel, 2, 1, Some(&data));
+    let v = rnd.velocity(&data).moments();
+    assert!(
+        (v.std[0] - 1.0).abs() < 0.01 && v.mean[1].abs() < 1e-6,
+        "{v:?}"
+    );
+}
+
+/// Timings for the report (`cargo test --release --lib nn::points::tests::timings -- --ignored --nocapture`,
+/// with `RAYON_NUM_THREADS=2`).
+#[test]
+#[ignore]
+fn timings() {
+    use crate::science::lyapunov::{bounded_starts, largest_exponents, TwoTrajectoryConfig};
+    use crate::science::points::{lorenz, standardize, LorenzDataParams};
+    use std::time::Instant;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        v[v.len() / 2]
+    };
+    let t0 = Instant::now();
+    let mut lz = lorenz(&LorenzDataParams::default(), 0);
+    eprintln!(
+        "lorenz dataset (50k points): {:.3} s",
+        t0.elapsed().as_secs_f64()
+    );
+    standardize(&mut lz);
+    let dev = Cpu::default();
+    for d in [2usize, 3] {
+        let n = 2048;
+        let x = randn(n * d, 1);
+        let e = randn(n * d, 2);
+        let tf: Vec<f64> = (0..n).map(|i| (i as f64 / n as f64) * 2.0 - 1.0).collect();
+        let sm = ScoreModel::init(d, 0);
+        let mut leaves = sm.to_leaves();
+        let mut adam = super::train::Adam::new(&leaves, 1e-2, 1e-5);
+        let ts: Vec<f64> = (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                let (_, g) = score_loss_and_grads::<f32>(&dev, d, &leaves, &x, &tf, &e);
+                adam.step(&mut leaves, &g);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        eprintln!("score train step d={d} batch 2048: {:.2} ms", median(ts));
+        let arch = Arch {
+            network: Network::Kernel,
+            d,
+            hidden: HIDDEN,
+        };
+        let mut fl = init_leaves(&arch, 0);
+        let mut adam = super::train::Adam::new(&fl, 1e-2, 1e-5);
+        let ts: Vec<f64> = (0..10)
+            .map(|i| {
+                let t = Instant::now();
+                let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
+                let (k, z, sc) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
+                let st = dynamics_loss_and_grads::<f32>(
+                    &dev,
+                    &arch,
+                    &fl,
+                    &x,
+                    &s.data,
+                    &z,
+                    k,
+                    sc,
+                    BnTangent::Batched,
+                );
+                adam.step(&mut fl, &st.grads);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        eprintln!(
+            "dynamics train step (kernel) d={d} batch 2048, 10 probes: {:.1} ms",
+            median(ts)
+        );
+    }
+    let model = FlowModel::random(Network::Kernel, 3, 0, Some(&lz.head(4096)));
+    let f = |x: &[f64], o: &mut [f64]| model.velocity_one(x, o);
+    let t = Instant::now();
+    let starts = bounded_starts(&f, 3, 64, 5000, 0.1, 4.0, 512, 0);
+    let t_starts = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let cfg = TwoTrajectoryConfig {
+        dt: 0.1,
+        perturbation: 1e-5,
+        tau: 2500,
+        segments: 1,
+    };
+    let _ = largest_exponents(&f, &starts, &cfg, 0);
+    eprintln!(
+        "lyapunov protocol (random kernel model): {} bounded starts in {:.2} s, exponents {:.2} s",
+        starts.len(),
+        t_starts,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut o = [0.0; 3];
+    for i in 0..100_000 {
+        model.velocity_one(lz.row(i % lz.n), &mut o);
+    }
+    eprintln!(
+        "plain velocity_one: {:.2} us/point",
+        t.elapsed().as_secs_f64() * 10.0
+    );
+}
