@@ -118,7 +118,7 @@ fn neuquant_palette(frames: &[RgbImage]) -> Vec<u8> {
     let mut k = 0usize;
     for f in frames {
         for p in f.data.chunks_exact(3) {
-            if k % stride == 0 {
+            if k.is_multiple_of(stride) {
                 rgba.extend_from_slice(&[p[0], p[1], p[2], 255]);
             }
             k += 1;

@@ -207,7 +207,9 @@ pub(crate) fn titled<'a>(area: &Area<'a>, title: &str) -> Result<Area<'a>> {
     if title.is_empty() {
         return Ok(area.margin(8, 0, 0, 0));
     }
-    area.titled(title, title_font()).map_err(RenderError::draw)
+    area.margin(8, 0, 0, 0)
+        .titled(title, title_font())
+        .map_err(RenderError::draw)
 }
 
 /// Margins and label areas shared by charts, in pixels.
@@ -272,7 +274,7 @@ pub(crate) fn xy_chart<'a, 'b>(
 /// Formats a tick value compactly (no "0.30000000004").
 pub(crate) fn tick(v: f64) -> String {
     let a = v.abs();
-    if a == 0.0 {
+    if a < 1e-10 {
         "0".to_string()
     } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.0e}")
@@ -280,6 +282,26 @@ pub(crate) fn tick(v: f64) -> String {
         let s = format!("{v:.4}");
         let s = s.trim_end_matches('0').trim_end_matches('.');
         s.to_string()
+    }
+}
+
+/// Formats a tick of a log axis spanning `[lo, hi]`: decades always, and 2 and 5 times a decade when the
+/// axis spans less than two decades; other ticks get no label (plotters draws every mantissa).
+pub(crate) fn log_tick(v: f64, lo: f64, hi: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return String::new();
+    }
+    let e = v.log10().floor();
+    let m = (v / 10f64.powf(e)).round();
+    let close = (v / (m * 10f64.powf(e)) - 1.0).abs() < 1e-6;
+    let few_decades = (hi / lo.max(1e-300)).log10() < 2.0;
+    let show = close && (m == 1.0 || (few_decades && (m == 2.0 || m == 5.0)));
+    if !show {
+        String::new()
+    } else if (1e-2..1e4).contains(&v) {
+        tick(v)
+    } else {
+        format!("{v:.0e}")
     }
 }
 
@@ -338,5 +360,9 @@ mod tests {
         assert_eq!(tick(0.30000000004), "0.3");
         assert_eq!(tick(2.0), "2");
         assert_eq!(tick(1e-6), "1e-6");
+        assert_eq!(tick(-3e-18), "0");
+        assert_eq!(log_tick(1e-3, 1e-6, 1.0), "1e-3");
+        assert_eq!(log_tick(3e-3, 1e-6, 1.0), "");
+        assert_eq!(log_tick(0.2, 0.05, 1.0), "0.2");
     }
 }

@@ -120,7 +120,16 @@ impl ImagePanel {
 pub(crate) fn blit(area: &Area, img: &RgbImage, x: i32, y: i32) -> Result<()> {
     let el = BitMapElement::with_ref((x, y), (img.width, img.height), &img.data)
         .expect("RgbImage holds width*height*3 bytes by construction");
-    area.draw(&el).map_err(RenderError::draw)
+    area.draw(&el).map_err(RenderError::draw)?;
+    // A thin grey frame, so white images (e.g. a flat Turing field) stay visible on the white page.
+    area.draw(&Rectangle::new(
+        [
+            (x - 1, y - 1),
+            (x + img.width as i32, y + img.height as i32),
+        ],
+        RGBColor(150, 150, 150).stroke_width(1),
+    ))
+    .map_err(RenderError::draw)
 }
 
 fn draw_colorbar(area: &Area, cb: &ColorBar, x: i32, y: i32, h: u32) -> Result<()> {
@@ -181,6 +190,8 @@ pub struct ImageGrid {
     pub cells: Vec<RgbImage>,
     /// Gap between cells in pixels (default 6).
     pub pad: u32,
+    /// Optional colour bar right of the grid (when all cells share one colormap and range).
+    pub colorbar: Option<ColorBar>,
 }
 
 const ROW_LABEL_W: u32 = 180;
@@ -205,6 +216,24 @@ impl ImageGrid {
         self
     }
 
+    /// Adds a colour bar shared by all cells.
+    pub fn colorbar(mut self, cmap: Colormap, range: (f64, f64), label: impl Into<String>) -> Self {
+        self.colorbar = Some(ColorBar {
+            cmap,
+            range,
+            label: label.into(),
+        });
+        self
+    }
+
+    fn bar_w(&self) -> u32 {
+        if self.colorbar.is_some() {
+            110
+        } else {
+            0
+        }
+    }
+
     fn rows(&self) -> usize {
         self.cells.len().div_ceil(self.cols.max(1)).max(1)
     }
@@ -222,7 +251,7 @@ impl ImageGrid {
             COL_LABEL_H
         };
         let (rows, cols) = (self.rows() as u32, self.cols as u32);
-        let w = lw + cols * (cell_px + self.pad) + self.pad;
+        let w = lw + cols * (cell_px + self.pad) + self.pad + self.bar_w();
         let h = hh + rows * (cell_px + self.pad) + self.pad + 8;
         let title = std::mem::take(&mut self.title);
         let fig = Figure::new(1, 1).panel_size(w, h).push(Panel::Grid(self));
@@ -256,7 +285,7 @@ impl ImageGrid {
             COL_LABEL_H
         };
         let (rows, cols) = (self.rows() as u32, self.cols as u32);
-        let cw = (aw.saturating_sub(lw + self.pad) / cols)
+        let cw = (aw.saturating_sub(lw + self.pad + self.bar_w()) / cols)
             .saturating_sub(self.pad)
             .max(1);
         let ch = (ah.saturating_sub(hh + self.pad) / rows)
@@ -287,6 +316,12 @@ impl ImageGrid {
             let x = lw + self.pad + c * (cw + self.pad) + (cw - fitted.width) / 2;
             let y = hh + self.pad + r * (ch + self.pad) + (ch - fitted.height) / 2;
             blit(&area, &fitted, x as i32, y as i32)?;
+        }
+        if let Some(cb) = &self.colorbar {
+            let x = lw + self.pad + cols * (cw + self.pad) + 10;
+            let y = hh + self.pad;
+            let h = (rows * (ch + self.pad)).saturating_sub(self.pad).min(400);
+            draw_colorbar(&area, cb, x as i32, y as i32, h)?;
         }
         Ok(())
     }

@@ -10,8 +10,8 @@ use plotters::prelude::*;
 
 use super::color::palette;
 use super::figure::{
-    font, legend_pos, padded_range, tick, titled, xy_chart, Area, Panel, MARGIN, X_LABEL_AREA,
-    Y_LABEL_AREA,
+    font, legend_pos, log_tick, padded_range, tick, titled, xy_chart, Area, Panel, MARGIN,
+    X_LABEL_AREA, Y_LABEL_AREA,
 };
 use super::image::Corner;
 use super::{RenderError, Result};
@@ -169,7 +169,8 @@ impl LinePlot {
                 .axis_desc_style(font(16.0))
                 .label_style(font(13.0))
                 .x_label_formatter(&|v| tick(*v))
-                .y_label_formatter(&|v| format!("{v:.0e}"))
+                .y_label_formatter(&|v| log_tick(*v, lo, hi))
+                .y_labels(if hi / lo < 100.0 { 60 } else { 12 })
                 .draw()
                 .map_err(RenderError::draw)?;
             self.draw_series(&mut chart, |v| v.max(floor))
@@ -272,9 +273,9 @@ impl PointSet {
     /// Light grey background points (data under streamlines or trajectories).
     pub fn background(label: impl Into<String>, points: Vec<[f64; 2]>) -> Self {
         PointSet {
-            color: Some(RGBColor(150, 150, 150)),
+            color: Some(RGBColor(120, 120, 120)),
             size: 2,
-            alpha: 0.5,
+            alpha: 0.55,
             ..PointSet::new(label, points)
         }
     }
@@ -422,12 +423,19 @@ pub(crate) fn draw_sets_and_lines<'a, 'b: 'a>(
     line_color_offset: usize,
 ) -> Result<bool> {
     let mut labelled = false;
+    let (xr, yr) = (chart.x_range(), chart.y_range());
+    let inside = |p: &[f64; 2]| xr.contains(&p[0]) && yr.contains(&p[1]);
     for (k, s) in sets.iter().enumerate() {
         let c = s.color.unwrap_or_else(|| palette(k));
         let style = c.mix(s.alpha).filled();
         let r = s.size;
         let ann = chart
-            .draw_series(s.points.iter().map(|p| Circle::new((p[0], p[1]), r, style)))
+            .draw_series(
+                s.points
+                    .iter()
+                    .filter(|p| inside(p))
+                    .map(|p| Circle::new((p[0], p[1]), r, style)),
+            )
             .map_err(RenderError::draw)?;
         if !s.label.is_empty() {
             labelled = true;
@@ -437,10 +445,16 @@ pub(crate) fn draw_sets_and_lines<'a, 'b: 'a>(
     }
     for (k, l) in lines.iter().enumerate() {
         let c = l.color.unwrap_or_else(|| palette(k + line_color_offset));
-        let pts: Vec<(f64, f64)> = l.points.iter().map(|p| (p[0], p[1])).collect();
         let w = l.width;
+        let runs = clip_polyline(&l.points, (xr.start, xr.end), (yr.start, yr.end));
+        if runs.is_empty() {
+            continue;
+        }
         let ann = chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(w)))
+            .draw_series(
+                runs.into_iter()
+                    .map(|r| PathElement::new(r, c.stroke_width(w))),
+            )
             .map_err(RenderError::draw)?;
         if !l.label.is_empty() {
             labelled = true;
@@ -449,7 +463,8 @@ pub(crate) fn draw_sets_and_lines<'a, 'b: 'a>(
             });
         }
         if l.start_marker {
-            if let Some(&p) = pts.first() {
+            if let Some(&p) = l.points.first().filter(|p| inside(p)) {
+                let p = (p[0], p[1]);
                 chart
                     .draw_series([
                         Circle::new(p, 7, WHITE.filled()),
@@ -461,6 +476,56 @@ pub(crate) fn draw_sets_and_lines<'a, 'b: 'a>(
         }
     }
     Ok(labelled)
+}
+
+/// Clips a polyline to a rectangle (Liang-Barsky per segment) and returns the visible runs, so lines
+/// that leave the plot are cut at the border instead of being squashed onto it.
+pub(crate) fn clip_polyline(
+    pts: &[[f64; 2]],
+    xr: (f64, f64),
+    yr: (f64, f64),
+) -> Vec<Vec<(f64, f64)>> {
+    let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut open = false;
+    for seg in pts.windows(2) {
+        let (a, b) = (seg[0], seg[1]);
+        let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+        let (mut t0, mut t1) = (0.0f64, 1.0f64);
+        let mut visible = a.iter().chain(&b).all(|v| v.is_finite());
+        for (p, q) in [
+            (-dx, a[0] - xr.0),
+            (dx, xr.1 - a[0]),
+            (-dy, a[1] - yr.0),
+            (dy, yr.1 - a[1]),
+        ] {
+            if !visible {
+                break;
+            }
+            if p == 0.0 {
+                visible = q >= 0.0;
+            } else {
+                let r = q / p;
+                if p < 0.0 {
+                    t0 = t0.max(r);
+                } else {
+                    t1 = t1.min(r);
+                }
+                visible = t0 <= t1;
+            }
+        }
+        if !visible {
+            open = false;
+            continue;
+        }
+        let p0 = (a[0] + t0 * dx, a[1] + t0 * dy);
+        let p1 = (a[0] + t1 * dx, a[1] + t1 * dy);
+        if !(open && t0 == 0.0) {
+            runs.push(vec![p0]);
+        }
+        runs.last_mut().expect("a run was just opened").push(p1);
+        open = t1 == 1.0;
+    }
+    runs
 }
 
 /// Draws the legend box.
@@ -666,5 +731,19 @@ impl Histogram {
             draw_legend(&mut chart, self.legend)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_cuts_lines_at_the_border() {
+        let pts = [[0.0, 0.0], [0.5, 0.5], [2.0, 0.5], [2.0, 0.2], [0.5, 0.2]];
+        let runs = clip_polyline(&pts, (0.0, 1.0), (0.0, 1.0));
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0], vec![(0.0, 0.0), (0.5, 0.5), (1.0, 0.5)]);
+        assert_eq!(runs[1], vec![(1.0, 0.2), (0.5, 0.2)]);
     }
 }

@@ -353,7 +353,7 @@ fn turing_grid_scalar_map_and_sheet() {
         .map(|i| ((i % 48) as f32 / 24.0 - 1.0) * if i / (48 * 48) == 1 { -1.0 } else { 1.0 })
         .collect();
     let fig = Figure::row(vec![
-        ImagePanel::new("Turing sample (spirals)", cells[2].clone()).panel(),
+        ImagePanel::new("Turing sample (maze)", cells[3].clone()).panel(),
         ImagePanel::new("Δx/Δt (v channel)", map)
             .colorbar(Colormap::Diverging, range, "Δv/Δt")
             .panel(),
@@ -448,7 +448,7 @@ fn tracks_inset_and_gif() {
     let mut icon = RgbImage::new(16, 16, RGBColor(255, 255, 255));
     for y in 0..16 {
         for x in 0..16 {
-            if (x as i64 - 8).pow(2) + (y as i64 - 8).pow(2) <= 36 {
+            if (x - 8).pow(2) + (y - 8).pow(2) <= 36 {
                 icon.put(
                     x,
                     y,
