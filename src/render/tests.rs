@@ -446,8 +446,8 @@ fn tracks_inset_and_gif() {
         frames.push(img);
     }
     let mut icon = RgbImage::new(16, 16, RGBColor(255, 255, 255));
-    for y in 0..16 {
-        for x in 0..16 {
+    for y in 0..16i64 {
+        for x in 0..16i64 {
             if (x - 8).pow(2) + (y - 8).pow(2) <= 36 {
                 icon.put(
                     x,
