@@ -387,6 +387,7 @@ fn turing_grid_scalar_map_and_sheet() {
             vec!["o = u".into(), "o = v".into()],
             vec!["i = u".into(), "i = v".into()],
         )
+        .colorbar(Colormap::Diverging, (-2.0, 2.0), "K[o,i]")
         .into_figure(160);
     let p = dir.path().join("kernels.png");
     fig.save_png(&p).expect("kernels");
