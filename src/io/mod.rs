@@ -1,7 +1,9 @@
 //! File formats shared by stages: tensors in safetensors (and .npy for numpy users), JSON sidecars.
 
+pub mod points_file;
 pub mod tensors;
 
+pub use points_file::{read_points, PointsFile};
 pub use tensors::{read_tensors, write_npy, write_tensors, Tensor, TensorFile};
 
 /// Writes `value` as pretty JSON.
