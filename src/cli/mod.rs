@@ -114,6 +114,15 @@ pub enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Write a static, self-contained HTML report (figures, metrics, parameters, keys, timings, the DAG).
+    Report {
+        /// The pipeline.
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Output file (default: `<cache>/reports/<pipeline>.html`).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Remove cache entries that no given pipeline reaches.
     Gc {
         /// Pipelines whose entries are kept (default: every `pipelines/*.toml` under the current directory).

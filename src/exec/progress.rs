@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::stages::{Progress, ProgressFactory};
 
 static BARS: OnceLock<MultiProgress> = OnceLock::new();
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The shared bar area when stderr is a terminal (and not quiet).
 pub fn bars() -> Option<&'static MultiProgress> {
@@ -19,6 +20,7 @@ pub fn bars() -> Option<&'static MultiProgress> {
 
 /// Turns bars on if stderr is a terminal.
 pub fn init(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     if !quiet && std::io::stderr().is_terminal() {
         let _ = BARS.set(MultiProgress::with_draw_target(
             ProgressDrawTarget::stderr_with_hz(8),
@@ -26,8 +28,11 @@ pub fn init(quiet: bool) {
     }
 }
 
-/// Prints a line above the bars (or plainly).
+/// Prints a line above the bars (or plainly); nothing when quiet.
 pub fn println(line: &str) {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     match bars() {
         Some(mp) => {
             let _ = mp.println(line);
