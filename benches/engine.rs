@@ -15,14 +15,24 @@ fn main() {
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     let mut text = String::from("[pipeline]\nname = \"bench\"\n");
     for i in 0..8 {
-        text.push_str(&format!("[stages.d{i}]\nkind = \"dataset\"\nname = \"ring\"\nn = {}\n", 1000 + i));
+        text.push_str(&format!(
+            "[stages.d{i}]\nkind = \"dataset\"\nname = \"ring\"\nn = {}\n",
+            1000 + i
+        ));
     }
     let file = dir.path().join("pipelines/bench.toml");
     std::fs::write(&file, text).expect("write");
 
     // 1. No-op rerun of a fully cached 8-stage pipeline, whole process (what a user waits for).
     if bin.exists() {
-        let run = || std::process::Command::new(&bin).arg("-q").arg("run").arg(&file).output().expect("run eqflow");
+        let run = || {
+            std::process::Command::new(&bin)
+                .arg("-q")
+                .arg("run")
+                .arg(&file)
+                .output()
+                .expect("run eqflow")
+        };
         assert!(run().status.success());
         let times: Vec<f64> = (0..20)
             .map(|_| {
@@ -31,7 +41,10 @@ fn main() {
                 t.elapsed().as_secs_f64() * 1e3
             })
             .collect();
-        println!("no-op rerun of a cached 8-stage pipeline (process): median {:.1} ms (target < 100 ms)", median(times));
+        println!(
+            "no-op rerun of a cached 8-stage pipeline (process): median {:.1} ms (target < 100 ms)",
+            median(times)
+        );
     } else {
         println!("(build the binary first: cargo build --release; skipping the process benchmark)");
     }
@@ -39,10 +52,16 @@ fn main() {
     // 2. Verifying a 1 GB output: eqflow's hash_file (mmap + rayon) vs blake3 over the same bytes in memory.
     let big = dir.path().join("big.bin");
     let n = 1usize << 30;
-    let data: Vec<u8> = (0..n).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..n)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&big, &data).expect("write 1 GB");
     let t = Instant::now();
-    let h_mem = blake3::Hasher::new().update_rayon(&data).finalize().to_hex().to_string();
+    let h_mem = blake3::Hasher::new()
+        .update_rayon(&data)
+        .finalize()
+        .to_hex()
+        .to_string();
     let mem = t.elapsed().as_secs_f64();
     drop(data);
     let ours: Vec<f64> = (0..3)

@@ -30,5 +30,8 @@ fn readme_shows_the_two_commands_and_ci_runs_the_test_command() {
     assert!(readme.contains("cargo run --release -- run pipelines/turing_spirals.toml"));
     assert!(readme.contains("cargo test --release"));
     let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
-    assert!(ci.lines().any(|l| l.trim() == "cargo test --release"), ".ci/run must run the README's test command");
+    assert!(
+        ci.lines().any(|l| l.trim() == "cargo test --release"),
+        ".ci/run must run the README's test command"
+    );
 }

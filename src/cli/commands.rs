@@ -235,13 +235,21 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Report { pipeline, out } => {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
-            let r = crate::report::write_report(&plan, &cache, out.as_deref()).map_err(Failure::Other)?;
+            let r = crate::report::write_report(&plan, &cache, out.as_deref())
+                .map_err(Failure::Other)?;
             println!("{}", r.path.display());
             eprintln!(
                 "report: {} instance(s) with results, {} figure(s){}",
                 r.instances,
                 r.figures,
-                if r.missing > 0 { format!(", {} stage instance(s) not cached yet (run the pipeline first)", r.missing) } else { String::new() }
+                if r.missing > 0 {
+                    format!(
+                        ", {} stage instance(s) not cached yet (run the pipeline first)",
+                        r.missing
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }

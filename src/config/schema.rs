@@ -291,7 +291,7 @@ impl ParamSpec {
             ParamType::Path => "path (content hashed)".into(),
             ParamType::Input => "stage name (input)".into(),
             ParamType::FloatList { .. } => "list of floats".into(),
-            ParamType::StrList(c) if c.is_empty() => "list of strings".into(),
+            ParamType::StrList([]) => "list of strings".into(),
             ParamType::StrList(c) => format!("list of {}", c.join(", ")),
         }
     }

@@ -80,10 +80,7 @@ pub fn expand(sweep: &RawSweep) -> Result<Vec<SweepPoint>, Diagnostics> {
             .as_ref()
             .map(|v| v.source.clone())
             .unwrap_or_else(|| seeds.source.clone());
-        let axis = values
-            .into_iter()
-            .map(|s| Value::Int(s))
-            .collect::<Vec<_>>();
+        let axis = values.into_iter().map(Value::Int).collect::<Vec<_>>();
         points = product(points, &[("seed".to_string(), key, axis, src)]);
     } else if let Some(k) = &sweep.seed_key {
         diags.push(Diagnostic::new(

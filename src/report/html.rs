@@ -30,7 +30,10 @@ pub struct ReportSummary {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn num(v: f64) -> String {
@@ -42,7 +45,10 @@ fn num(v: f64) -> String {
 }
 
 fn png_uri(bytes: &[u8]) -> String {
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 fn figures_in(dir: &Path) -> Vec<PathBuf> {
@@ -68,7 +74,12 @@ fn figures_in(dir: &Path) -> Vec<PathBuf> {
 fn dag_svg(plan: &Plan) -> String {
     let mut depth: BTreeMap<usize, usize> = BTreeMap::new();
     for &n in &plan.order {
-        let d = plan.graph.edges_directed(n, petgraph::Direction::Incoming).map(|e| depth[&e.source().index()] + 1).max().unwrap_or(0);
+        let d = plan
+            .graph
+            .edges_directed(n, petgraph::Direction::Incoming)
+            .map(|e| depth[&e.source().index()] + 1)
+            .max()
+            .unwrap_or(0);
         depth.insert(n.index(), d);
     }
     let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
@@ -121,34 +132,75 @@ fn sweep_plots(rows: &[ResultRow]) -> Vec<(String, Vec<u8>)> {
         by_stage.entry(r.stage.as_str()).or_default().push(r);
     }
     for (stage, members) in by_stage {
-        let axes: Vec<String> = members[0].coords.keys().filter(|k| !(*k == "seed" || k.ends_with(".seed"))).cloned().collect();
+        let axes: Vec<String> = members[0]
+            .coords
+            .keys()
+            .filter(|k| !(*k == "seed" || k.ends_with(".seed")))
+            .cloned()
+            .collect();
         for axis in axes {
-            if !members.iter().all(|r| r.coords.get(&axis).is_some_and(serde_json::Value::is_number)) {
+            if !members.iter().all(|r| {
+                r.coords
+                    .get(&axis)
+                    .is_some_and(serde_json::Value::is_number)
+            }) {
                 continue;
             }
-            let mut metric_names: Vec<&String> = members.iter().flat_map(|r| r.metrics.keys()).collect();
+            let mut metric_names: Vec<&String> =
+                members.iter().flat_map(|r| r.metrics.keys()).collect();
             metric_names.sort();
             metric_names.dedup();
-            for m in metric_names.into_iter().filter(|m| !m.ends_with(".n") && !m.ends_with(".min") && !m.ends_with(".max")).take(12) {
+            for m in metric_names
+                .into_iter()
+                .filter(|m| !m.ends_with(".n") && !m.ends_with(".min") && !m.ends_with(".max"))
+                .take(12)
+            {
                 let mut groups: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
                 for r in &members {
-                    let (Some(x), Some(y)) = (r.coords[&axis].as_f64(), r.metrics.get(m)) else { continue };
-                    groups.entry((x * 1e9) as i64).or_insert((x, Vec::new())).1.push(*y);
+                    let (Some(x), Some(y)) = (r.coords[&axis].as_f64(), r.metrics.get(m)) else {
+                        continue;
+                    };
+                    groups
+                        .entry((x * 1e9) as i64)
+                        .or_insert((x, Vec::new()))
+                        .1
+                        .push(*y);
                 }
                 if groups.len() < 2 {
                     continue;
                 }
                 let xs: Vec<f64> = groups.values().map(|g| g.0).collect();
-                let means: Vec<f64> = groups.values().map(|g| g.1.iter().sum::<f64>() / g.1.len() as f64).collect();
+                let means: Vec<f64> = groups
+                    .values()
+                    .map(|g| g.1.iter().sum::<f64>() / g.1.len() as f64)
+                    .collect();
                 let stds: Vec<f64> = groups
                     .values()
                     .zip(&means)
-                    .map(|(g, mu)| if g.1.len() > 1 { (g.1.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (g.1.len() - 1) as f64).sqrt() } else { 0.0 })
+                    .map(|(g, mu)| {
+                        if g.1.len() > 1 {
+                            (g.1.iter().map(|v| (v - mu).powi(2)).sum::<f64>()
+                                / (g.1.len() - 1) as f64)
+                                .sqrt()
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect();
-                let plot = LinePlot::new(format!("{stage}: {m}"), axis.clone(), m.clone())
-                    .series(Series::new("mean ± std over seeds", xs, means).with_std(stds).markers());
-                if let Ok(img) = Figure::row(vec![plot.panel()]).panel_size(640, 420).render() {
-                    let tmp = std::env::temp_dir().join(format!("eqflow-report-{}-{}.png", std::process::id(), out.len()));
+                let plot = LinePlot::new(format!("{stage}: {m}"), axis.clone(), m.clone()).series(
+                    Series::new("mean ± std over seeds", xs, means)
+                        .with_std(stds)
+                        .markers(),
+                );
+                if let Ok(img) = Figure::row(vec![plot.panel()])
+                    .panel_size(640, 420)
+                    .render()
+                {
+                    let tmp = std::env::temp_dir().join(format!(
+                        "eqflow-report-{}-{}.png",
+                        std::process::id(),
+                        out.len()
+                    ));
                     if img.save_png(&tmp).is_ok() {
                         if let Ok(bytes) = std::fs::read(&tmp) {
                             out.push((format!("{stage}: {m} vs {axis}"), bytes));
@@ -177,10 +229,28 @@ document.body.dataset.images=ok+'/'+im.length;document.body.dataset.errors=windo
 </script>";
 
 /// Writes the report for `plan` to `out` (default `<cache>/reports/<pipeline>.html`).
-pub fn write_report(plan: &Plan, cache: &Cache, out: Option<&Path>) -> anyhow::Result<ReportSummary> {
+pub fn write_report(
+    plan: &Plan,
+    cache: &Cache,
+    out: Option<&Path>,
+) -> anyhow::Result<ReportSummary> {
     let rows = collect_results(plan, cache)?;
-    let summary = exec::run(plan, cache, &plan.order, &RunOptions { dry_run: true, jobs: 1, ..RunOptions::default() });
-    let path = out.map(Path::to_path_buf).unwrap_or_else(|| cache.root().join("reports").join(format!("{}.html", plan.name)));
+    let summary = exec::run(
+        plan,
+        cache,
+        &plan.order,
+        &RunOptions {
+            dry_run: true,
+            jobs: 1,
+            ..RunOptions::default()
+        },
+    );
+    let path = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        cache
+            .root()
+            .join("reports")
+            .join(format!("{}.html", plan.name))
+    });
     let mut h = String::new();
     let _ = write!(
         h,
@@ -196,14 +266,30 @@ pub fn write_report(plan: &Plan, cache: &Cache, out: Option<&Path>) -> anyhow::R
     let _ = write!(h, "<h2>Stages</h2>{}<table><tr><th>stage</th><th>kind</th><th>state</th><th>key</th><th>time</th><th>started</th><th>host</th></tr>", dag_svg(plan));
     let mut missing = 0;
     for o in &summary.outcomes {
-        let (state, time, started, host) = match (&o.status, o.key.as_deref().map(|k| cache.lookup(k))) {
-            (Status::Cached, Some(Lookup::Valid(m))) => ("cached".to_string(), format!("{:.1} s", m.duration_s), m.started.clone(), m.host.clone()),
-            (Status::WouldRun(why), _) => {
-                missing += 1;
-                (format!("not cached: {why}"), String::new(), String::new(), String::new())
-            }
-            (s, _) => (format!("{s:?}"), String::new(), String::new(), String::new()),
-        };
+        let (state, time, started, host) =
+            match (&o.status, o.key.as_deref().map(|k| cache.lookup(k))) {
+                (Status::Cached, Some(Lookup::Valid(m))) => (
+                    "cached".to_string(),
+                    format!("{:.1} s", m.duration_s),
+                    m.started.clone(),
+                    m.host.clone(),
+                ),
+                (Status::WouldRun(why), _) => {
+                    missing += 1;
+                    (
+                        format!("not cached: {why}"),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    )
+                }
+                (s, _) => (
+                    format!("{s:?}"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
+            };
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
@@ -245,7 +331,12 @@ pub fn write_report(plan: &Plan, cache: &Cache, out: Option<&Path>) -> anyhow::R
         h.push_str("<h2>Metrics against swept parameters</h2><div class=\"gallery\">");
         for (caption, bytes) in &plots {
             figures += 1;
-            let _ = write!(h, "<figure><img alt=\"{c}\" src=\"{}\"><figcaption>{c}</figcaption></figure>", png_uri(bytes), c = esc(caption));
+            let _ = write!(
+                h,
+                "<figure><img alt=\"{c}\" src=\"{}\"><figcaption>{c}</figcaption></figure>",
+                png_uri(bytes),
+                c = esc(caption)
+            );
         }
         h.push_str("</div>");
     }
@@ -253,29 +344,63 @@ pub fn write_report(plan: &Plan, cache: &Cache, out: Option<&Path>) -> anyhow::R
     h.push_str("<h2>Results by sweep point</h2>");
     let mut groups: BTreeMap<String, Vec<&ResultRow>> = BTreeMap::new();
     for r in &rows {
-        let point = if r.coords.is_empty() { "shared by every point".to_string() } else { r.coords.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ") };
+        let point = if r.coords.is_empty() {
+            "shared by every point".to_string()
+        } else {
+            r.coords
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         groups.entry(point).or_default().push(r);
     }
     for (point, members) in &groups {
         let _ = write!(h, "<div class=\"point\"><h3>{}</h3>", esc(point));
         for r in members {
-            let _ = write!(h, "<h4>{} <span class=\"muted\">({}, key <code>{}</code>, {:.1} s)</span></h4>", esc(&r.label), esc(&r.kind), esc(&r.key), r.duration_s);
+            let _ = write!(
+                h,
+                "<h4>{} <span class=\"muted\">({}, key <code>{}</code>, {:.1} s)</span></h4>",
+                esc(&r.label),
+                esc(&r.kind),
+                esc(&r.key),
+                r.duration_s
+            );
             if !r.metrics.is_empty() {
                 h.push_str("<table><tr><th>metric</th><th>value</th></tr>");
                 for (k, v) in &r.metrics {
-                    let _ = write!(h, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(k), num(*v));
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}</td><td class=\"n\">{}</td></tr>",
+                        esc(k),
+                        num(*v)
+                    );
                 }
                 h.push_str("</table>");
             }
-            let _ = write!(h, "<details><summary>parameters</summary><pre>{}</pre></details>", esc(&serde_json::to_string_pretty(&r.params)?));
+            let _ = write!(
+                h,
+                "<details><summary>parameters</summary><pre>{}</pre></details>",
+                esc(&serde_json::to_string_pretty(&r.params)?)
+            );
             let figs = figures_in(&cache.entry_dir(&r.key));
             if !figs.is_empty() {
                 h.push_str("<div class=\"gallery\">");
                 for f in figs {
                     let bytes = std::fs::read(&f)?;
-                    let mime = if f.extension().is_some_and(|x| x == "gif") { "image/gif" } else { "image/png" };
-                    let uri = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
-                    let name = f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let mime = if f.extension().is_some_and(|x| x == "gif") {
+                        "image/gif"
+                    } else {
+                        "image/png"
+                    };
+                    let uri = format!(
+                        "data:{mime};base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(&bytes)
+                    );
+                    let name = f
+                        .file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let caption = format!("{name} — made by {} at {}", r.label, point);
                     figures += 1;
                     let _ = write!(h, "<figure><img alt=\"{c}\" src=\"{uri}\"><figcaption>{c}</figcaption></figure>", c = esc(&caption));
@@ -292,5 +417,10 @@ pub fn write_report(plan: &Plan, cache: &Cache, out: Option<&Path>) -> anyhow::R
     let tmp = path.with_extension("html.tmp");
     std::fs::write(&tmp, h)?;
     std::fs::rename(&tmp, &path)?;
-    Ok(ReportSummary { path, figures, instances: rows.len(), missing })
+    Ok(ReportSummary {
+        path,
+        figures,
+        instances: rows.len(),
+        missing,
+    })
 }

@@ -135,11 +135,12 @@ pub fn collect_results(plan: &Plan, cache: &Cache) -> anyhow::Result<Vec<ResultR
     Ok(rows)
 }
 
+/// Instances grouped by (stage, non-seed coordinates).
+type Groups<'a> =
+    BTreeMap<(String, String), (BTreeMap<String, serde_json::Value>, Vec<&'a ResultRow>)>;
+
 fn aggregate(rows: &[ResultRow]) -> Vec<Aggregate> {
-    let mut groups: BTreeMap<
-        (String, String),
-        (BTreeMap<String, serde_json::Value>, Vec<&ResultRow>),
-    > = BTreeMap::new();
+    let mut groups: Groups<'_> = BTreeMap::new();
     for r in rows {
         let coords: BTreeMap<String, serde_json::Value> = r
             .coords
