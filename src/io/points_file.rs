@@ -22,20 +22,31 @@ pub struct PointsFile {
 
 /// Reads `.csv` / `.txt` or `.npy` by extension.
 pub fn read_points(path: &Path) -> anyhow::Result<PointsFile> {
-    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let pts = match ext.as_str() {
         "npy" => read_npy_points(path)?,
         "csv" | "txt" | "tsv" => read_csv_points(path)?,
-        other => bail!("{}: unsupported points file type `.{other}` (use .csv or .npy)", path.display()),
+        other => bail!(
+            "{}: unsupported points file type `.{other}` (use .csv or .npy)",
+            path.display()
+        ),
     };
     if pts.n < 2 {
-        bail!("{}: needs at least 2 points, found {}", path.display(), pts.n);
+        bail!(
+            "{}: needs at least 2 points, found {}",
+            path.display(),
+            pts.n
+        );
     }
     Ok(pts)
 }
 
 fn read_csv_points(path: &Path) -> anyhow::Result<PointsFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut data = Vec::new();
     let mut d = 0usize;
     let mut n = 0usize;
@@ -47,9 +58,22 @@ fn read_csv_points(path: &Path) -> anyhow::Result<PointsFile> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let sep = if line.contains(',') { ',' } else if line.contains('\t') { '\t' } else { ' ' };
-        let fields: Vec<&str> = line.split(sep).map(str::trim).filter(|f| !(sep == ' ' && f.is_empty())).collect();
-        let parsed: Vec<Result<f64, &str>> = fields.iter().map(|f| f.parse::<f64>().map_err(|_| *f)).collect();
+        let sep = if line.contains(',') {
+            ','
+        } else if line.contains('\t') {
+            '\t'
+        } else {
+            ' '
+        };
+        let fields: Vec<&str> = line
+            .split(sep)
+            .map(str::trim)
+            .filter(|f| !(sep == ' ' && f.is_empty()))
+            .collect();
+        let parsed: Vec<Result<f64, &str>> = fields
+            .iter()
+            .map(|f| f.parse::<f64>().map_err(|_| *f))
+            .collect();
         if first {
             first = false;
             if parsed.iter().any(Result::is_err) {
@@ -64,13 +88,25 @@ fn read_csv_points(path: &Path) -> anyhow::Result<PointsFile> {
             d = fields.len();
         }
         if fields.len() != d {
-            bail!("{}: row {row} has {} values, expected {d} (like the first row)", path.display(), fields.len());
+            bail!(
+                "{}: row {row} has {} values, expected {d} (like the first row)",
+                path.display(),
+                fields.len()
+            );
         }
         for (c, v) in parsed.into_iter().enumerate() {
             match v {
                 Ok(x) if x.is_finite() => data.push(x),
-                Ok(x) => bail!("{}: row {row}, column {}: {x} is not a finite number", path.display(), c + 1),
-                Err(f) => bail!("{}: row {row}, column {}: `{f}` is not a number", path.display(), c + 1),
+                Ok(x) => bail!(
+                    "{}: row {row}, column {}: {x} is not a finite number",
+                    path.display(),
+                    c + 1
+                ),
+                Err(f) => bail!(
+                    "{}: row {row}, column {}: `{f}` is not a number",
+                    path.display(),
+                    c + 1
+                ),
             }
         }
         n += 1;
@@ -78,7 +114,12 @@ fn read_csv_points(path: &Path) -> anyhow::Result<PointsFile> {
     if d == 0 {
         bail!("{}: no data rows", path.display());
     }
-    Ok(PointsFile { n, d, data, columns })
+    Ok(PointsFile {
+        n,
+        d,
+        data,
+        columns,
+    })
 }
 
 fn read_npy_points(path: &Path) -> anyhow::Result<PointsFile> {
@@ -92,46 +133,95 @@ fn read_npy_points(path: &Path) -> anyhow::Result<PointsFile> {
             if bytes.len() < 12 {
                 bail!("{}: truncated .npy header", path.display());
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail!("{}: unsupported .npy version {v}", path.display()),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + header_len).context("truncated .npy header")?)
-        .with_context(|| format!("{}: .npy header is not text", path.display()))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start + header_len)
+            .context("truncated .npy header")?,
+    )
+    .with_context(|| format!("{}: .npy header is not text", path.display()))?;
     let field = |name: &str| -> Option<&str> {
         let i = header.find(&format!("'{name}'"))?;
-        let rest = header[i + name.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+        let rest = header[i + name.len() + 2..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
         Some(rest)
     };
-    let descr = field("descr").and_then(|r| r.strip_prefix('\'')).and_then(|r| r.split('\'').next()).unwrap_or("");
+    let descr = field("descr")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .unwrap_or("");
     let size = match descr {
         "<f8" => 8,
         "<f4" => 4,
         other => bail!("{}: dtype `{other}` is not supported; save the points as float32 or float64 (little-endian)", path.display()),
     };
     if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
-        bail!("{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray", path.display());
+        bail!(
+            "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+            path.display()
+        );
     }
-    let shape_txt = field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).unwrap_or("");
-    let shape: Vec<usize> = shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>()).collect::<Result<_, _>>()
+    let shape_txt = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .unwrap_or("");
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<_, _>>()
         .with_context(|| format!("{}: cannot read the shape `({shape_txt})`", path.display()))?;
     if shape.len() != 2 {
-        bail!("{}: expected an array of rank 2 (points x dimensions), found shape {shape:?}", path.display());
+        bail!(
+            "{}: expected an array of rank 2 (points x dimensions), found shape {shape:?}",
+            path.display()
+        );
     }
     let (n, d) = (shape[0], shape[1]);
     let body = &bytes[start + header_len..];
     if body.len() < n * d * size {
-        bail!("{}: file is truncated: {} bytes of data for shape {shape:?}", path.display(), body.len());
+        bail!(
+            "{}: file is truncated: {} bytes of data for shape {shape:?}",
+            path.display(),
+            body.len()
+        );
     }
     let data: Vec<f64> = if size == 8 {
-        body.chunks_exact(8).take(n * d).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+        body.chunks_exact(8)
+            .take(n * d)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
     } else {
-        body.chunks_exact(4).take(n * d).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
+        body.chunks_exact(4)
+            .take(n * d)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect()
     };
     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        bail!("{}: row {} (0-based {}), column {}: value {} is not finite", path.display(), i / d + 1, i / d, i % d + 1, data[i]);
+        bail!(
+            "{}: row {} (0-based {}), column {}: value {} is not finite",
+            path.display(),
+            i / d + 1,
+            i / d,
+            i % d + 1,
+            data[i]
+        );
     }
-    Ok(PointsFile { n, d, data, columns: None })
+    Ok(PointsFile {
+        n,
+        d,
+        data,
+        columns: None,
+    })
 }
 
 #[cfg(test)]
@@ -149,7 +239,10 @@ mod tests {
     fn csv_with_and_without_header() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = read_points(&write(dir.path(), "a.csv", "x,y\n1,2\n3.5,-4\n")).expect("a");
-        assert_eq!((a.n, a.d, a.data.clone()), (2, 2, vec![1.0, 2.0, 3.5, -4.0]));
+        assert_eq!(
+            (a.n, a.d, a.data.clone()),
+            (2, 2, vec![1.0, 2.0, 3.5, -4.0])
+        );
         assert_eq!(a.columns, Some(vec!["x".into(), "y".into()]));
         let b = read_points(&write(dir.path(), "b.csv", "1 2 3\n4 5 6\n")).expect("b");
         assert_eq!((b.n, b.d), (2, 3));
@@ -158,13 +251,27 @@ mod tests {
     #[test]
     fn csv_errors_name_file_and_row() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = read_points(&write(dir.path(), "r.csv", "1,2\n3,4,5\n")).unwrap_err().to_string();
+        let e = read_points(&write(dir.path(), "r.csv", "1,2\n3,4,5\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.csv: row 2 has 3 values, expected 2"), "{e}");
-        let e = read_points(&write(dir.path(), "n.csv", "1,2\n3,abc\n")).unwrap_err().to_string();
-        assert!(e.contains("n.csv: row 2, column 2: `abc` is not a number"), "{e}");
-        let e = read_points(&write(dir.path(), "i.csv", "1,2\n3,inf\n")).unwrap_err().to_string();
-        assert!(e.contains("row 2, column 2: inf is not a finite number"), "{e}");
-        let e = read_points(&write(dir.path(), "o.csv", "1,2\n")).unwrap_err().to_string();
+        let e = read_points(&write(dir.path(), "n.csv", "1,2\n3,abc\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("n.csv: row 2, column 2: `abc` is not a number"),
+            "{e}"
+        );
+        let e = read_points(&write(dir.path(), "i.csv", "1,2\n3,inf\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("row 2, column 2: inf is not a finite number"),
+            "{e}"
+        );
+        let e = read_points(&write(dir.path(), "o.csv", "1,2\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs at least 2 points, found 1"), "{e}");
     }
 
@@ -172,19 +279,46 @@ mod tests {
     fn npy_round_trip_and_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("p.npy");
-        write_npy(&p, &Tensor::F32 { shape: vec![3, 2], data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] }).expect("write");
+        write_npy(
+            &p,
+            &Tensor::F32 {
+                shape: vec![3, 2],
+                data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            },
+        )
+        .expect("write");
         let r = read_points(&p).expect("read");
         assert_eq!((r.n, r.d, r.data[5]), (3, 2, 6.0));
         let q = dir.path().join("q.npy");
-        write_npy(&q, &Tensor::F64 { shape: vec![6], data: vec![0.0; 6] }).expect("write");
+        write_npy(
+            &q,
+            &Tensor::F64 {
+                shape: vec![6],
+                data: vec![0.0; 6],
+            },
+        )
+        .expect("write");
         assert!(read_points(&q).unwrap_err().to_string().contains("rank 2"));
         let z = dir.path().join("z.npy");
-        write_npy(&z, &Tensor::F64 { shape: vec![2, 2], data: vec![0.0, f64::NAN, 1.0, 1.0] }).expect("write");
-        assert!(read_points(&z).unwrap_err().to_string().contains("row 1 (0-based 0), column 2"));
+        write_npy(
+            &z,
+            &Tensor::F64 {
+                shape: vec![2, 2],
+                data: vec![0.0, f64::NAN, 1.0, 1.0],
+            },
+        )
+        .expect("write");
+        assert!(read_points(&z)
+            .unwrap_err()
+            .to_string()
+            .contains("row 1 (0-based 0), column 2"));
         let mut bytes = std::fs::read(&p).expect("read");
         let pos = bytes.windows(3).position(|w| w == b"<f4").expect("descr");
         bytes[pos + 1] = b'i';
         std::fs::write(&q, bytes).expect("write");
-        assert!(read_points(&q).unwrap_err().to_string().contains("dtype `<i4` is not supported"));
+        assert!(read_points(&q)
+            .unwrap_err()
+            .to_string()
+            .contains("dtype `<i4` is not supported"));
     }
 }

@@ -51,19 +51,34 @@ impl StageKind for Dataset {
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
         vec![
-            ("data.safetensors", "tensor `x` [N, d] (f64); metadata: dataset name, normalisation"),
+            (
+                "data.safetensors",
+                "tensor `x` [N, d] (f64); metadata: dataset name, normalisation",
+            ),
             ("data.npy", "the same points for numpy"),
-            ("normalization.json", "per-axis `mean` and `std` removed (zeros / ones if not standardised)"),
-            ("preview.png", "scatter of the points (first two axes; Lorenz: the three projections)"),
+            (
+                "normalization.json",
+                "per-axis `mean` and `std` removed (zeros / ones if not standardised)",
+            ),
+            (
+                "preview.png",
+                "scatter of the points (first two axes; Lorenz: the three projections)",
+            ),
         ]
     }
     fn check(&self, p: &Params) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if p.float("r_inner") >= p.float("r_outer") {
-            out.push(("r_outer", format!("must exceed r_inner ({})", p.float("r_inner"))));
+            out.push((
+                "r_outer",
+                format!("must exceed r_inner ({})", p.float("r_inner")),
+            ));
         }
         if p.str("name") == "points" && p.opt_str("path").is_none() {
-            out.push(("path", "dataset \"points\" needs `path = \"your_points.csv\"` (CSV or .npy)".to_string()));
+            out.push((
+                "path",
+                "dataset \"points\" needs `path = \"your_points.csv\"` (CSV or .npy)".to_string(),
+            ));
         }
         out
     }
@@ -71,14 +86,45 @@ impl StageKind for Dataset {
         let p = ctx.params;
         let name = p.str("name");
         let seed = ctx.seed();
-        let n_or = |default: usize| if p.usize("n") == 0 { default } else { p.usize("n") };
+        let n_or = |default: usize| {
+            if p.usize("n") == 0 {
+                default
+            } else {
+                p.usize("n")
+            }
+        };
         let mut pts = match name {
-            "two_peaks" => points::two_peaks(&points::TwoPeaksParams { n: n_or(10_000), center: p.float("center"), std: p.float("std") }, seed),
-            "ring" => points::ring(&points::RingParams { n: n_or(10_000), r_min: p.float("r_inner"), r_max: p.float("r_outer") }, seed),
-            "two_moons" => points::two_moons(&points::TwoMoonsParams { n: n_or(5_000), noise: p.float("noise"), standardize: false }, seed),
+            "two_peaks" => points::two_peaks(
+                &points::TwoPeaksParams {
+                    n: n_or(10_000),
+                    center: p.float("center"),
+                    std: p.float("std"),
+                },
+                seed,
+            ),
+            "ring" => points::ring(
+                &points::RingParams {
+                    n: n_or(10_000),
+                    r_min: p.float("r_inner"),
+                    r_max: p.float("r_outer"),
+                },
+                seed,
+            ),
+            "two_moons" => points::two_moons(
+                &points::TwoMoonsParams {
+                    n: n_or(5_000),
+                    noise: p.float("noise"),
+                    standardize: false,
+                },
+                seed,
+            ),
             "lorenz" => {
                 let params = points::LorenzDataParams {
-                    system: LorenzParams { sigma: p.float("sigma"), rho: p.float("rho"), beta: p.float("beta") },
+                    system: LorenzParams {
+                        sigma: p.float("sigma"),
+                        rho: p.float("rho"),
+                        beta: p.float("beta"),
+                    },
                     runs: p.usize("runs"),
                     steps: p.usize("steps"),
                     transient: p.usize("transient"),
@@ -94,7 +140,12 @@ impl StageKind for Dataset {
             _ => {
                 let path = ctx.path_param("path");
                 let f = read_points(&path)?;
-                ctx.log(format!("read {} points in {}-D from {}", f.n, f.d, path.display()));
+                ctx.log(format!(
+                    "read {} points in {}-D from {}",
+                    f.n,
+                    f.d,
+                    path.display()
+                ));
                 PointSet::new(f.n, f.d, f.data)
             }
         };
@@ -106,18 +157,29 @@ impl StageKind for Dataset {
         let norm = if standardize {
             points::standardize(&mut pts)
         } else {
-            Standardization { mean: vec![0.0; pts.d], std: vec![1.0; pts.d] }
+            Standardization {
+                mean: vec![0.0; pts.d],
+                std: vec![1.0; pts.d],
+            }
         };
         let moments = pts.moments();
-        ctx.log(format!("{name}: {} points in {}-D, standardised: {standardize}", pts.n, pts.d));
-        let norm_json = serde_json::json!({ "mean": norm.mean, "std": norm.std, "standardized": standardize });
+        ctx.log(format!(
+            "{name}: {} points in {}-D, standardised: {standardize}",
+            pts.n, pts.d
+        ));
+        let norm_json =
+            serde_json::json!({ "mean": norm.mean, "std": norm.std, "standardized": standardize });
         let mut meta = BTreeMap::new();
         meta.insert("dataset".into(), name.to_string());
         meta.insert("normalization".into(), norm_json.to_string());
-        let x = Tensor::F64 { shape: vec![pts.n, pts.d], data: pts.data.clone() };
+        let x = Tensor::F64 {
+            shape: vec![pts.n, pts.d],
+            data: pts.data.clone(),
+        };
         let mut ts = BTreeMap::new();
         ts.insert("x".to_string(), x.clone());
-        write_tensors(&ctx.output("data.safetensors"), &ts, &meta).context("writing the dataset")?;
+        write_tensors(&ctx.output("data.safetensors"), &ts, &meta)
+            .context("writing the dataset")?;
         write_npy(&ctx.output("data.npy"), &x)?;
         write_json(&ctx.output("normalization.json"), &norm_json)?;
         preview(&pts, name, &ctx.output("preview.png"))?;
@@ -142,11 +204,18 @@ fn preview(pts: &PointSet, name: &str, path: &std::path::Path) -> anyhow::Result
         .iter()
         .map(|&(a, b)| {
             let xy: Vec<[f64; 2]> = rows.iter().map(|r| [r[a], r[b]]).collect();
-            ScatterPlot::new(format!("{name}: x{} vs x{}", a + 1, b + 1), format!("x{}", a + 1), format!("x{}", b + 1))
-                .points(Scatter::new(format!("{} points", pts.n), xy))
-                .panel()
+            ScatterPlot::new(
+                format!("{name}: x{} vs x{}", a + 1, b + 1),
+                format!("x{}", a + 1),
+                format!("x{}", b + 1),
+            )
+            .points(Scatter::new(format!("{} points", pts.n), xy))
+            .panel()
         })
         .collect();
-    Figure::row(panels).panel_size(600, 600).title(format!("dataset {name}")).save_png(path)?;
+    Figure::row(panels)
+        .panel_size(600, 600)
+        .title(format!("dataset {name}"))
+        .save_png(path)?;
     Ok(())
 }

@@ -2,7 +2,12 @@
 
 use super::StageKind;
 
-static KINDS: &[&dyn StageKind] = &[&super::dataset::Dataset];
+static KINDS: &[&dyn StageKind] = &[
+    &super::dataset::Dataset,
+    &super::train_score::TrainScore,
+    &super::train_dynamics::TrainDynamics,
+    &super::training_free::TrainingFree,
+];
 
 /// Every registered kind, in documentation order.
 pub fn all_kinds() -> &'static [&'static dyn StageKind] {
