@@ -16,6 +16,8 @@ use crate::science::rng;
 pub mod registry;
 
 pub mod dataset;
+pub mod evaluate_chaos;
+pub mod evaluate_flow;
 pub mod points_common;
 pub mod train_dynamics;
 pub mod train_score;

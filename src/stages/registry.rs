@@ -7,6 +7,8 @@ static KINDS: &[&dyn StageKind] = &[
     &super::train_score::TrainScore,
     &super::train_dynamics::TrainDynamics,
     &super::training_free::TrainingFree,
+    &super::evaluate_flow::EvaluateFlow,
+    &super::evaluate_chaos::EvaluateChaos,
 ];
 
 /// Every registered kind, in documentation order.
