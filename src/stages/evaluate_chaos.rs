@@ -55,6 +55,16 @@ impl Chaos {
     }
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+    }
+}
+
 fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
@@ -100,7 +110,7 @@ impl StageKind for EvaluateChaos {
         "evaluate_chaos"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "Points: largest Lyapunov exponent (two trajectories; per time and per path length), full spectrum (QR) \
@@ -216,8 +226,16 @@ impl StageKind for EvaluateChaos {
             "bounded_starts",
             spread(&results.iter().map(|c| c.starts as f64).collect::<Vec<_>>()),
         );
-        ctx.metric("lambda1_per_time", spread(&l1));
-        ctx.metric("lambda1_per_path_length", spread(&l1p));
+        // Spreads over models with a finite lambda_1 (a collapsed model has -inf); the share counts all.
+        let finite = |v: &[f64]| {
+            v.iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect::<Vec<_>>()
+        };
+        ctx.metric("lambda1_per_time", spread(&finite(&l1)));
+        ctx.metric("lambda1_per_path_length", spread(&finite(&l1p)));
+        ctx.metric("lambda1_median_all_models", median(&l1));
         ctx.metric(
             "share_lambda1_positive",
             if l1.is_empty() {
@@ -410,13 +428,13 @@ impl StageKind for EvaluateChaos {
                     "lambda_1",
                 )
             }
-            .series("learned", l1.clone())
+            .series("learned", finite(&l1))
             .ref_line(0.0, "0");
             let h2 = Histogram {
                 bins: 15,
                 ..Histogram::new("lambda_1 per unit path length", "lambda_1 / mean speed")
             }
-            .series("learned", l1p.clone())
+            .series("learned", finite(&l1p))
             .ref_line(0.0, "0");
             Figure::row(vec![h1.panel(), h2.panel()])
                 .panel_size(560, 420)
