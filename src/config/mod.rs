@@ -9,6 +9,6 @@ mod value;
 
 pub use load::{Override, PipelineFile, RawStage, RawSweep};
 pub use resolve::{profile_overrides, resolve, Config, StageConfig, DEVICES};
-pub use schema::{DefaultValue, ParamSpec, ParamType};
+pub use schema::{list_input_key, split_list_input_key, DefaultValue, ParamSpec, ParamType};
 pub use source::{suggest, Diagnostic, Diagnostics, Source, SourceFile};
 pub use value::{Located, Params, Value};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::load::{Override, PipelineFile, RawStage};
-use super::schema::{DefaultValue, ParamType};
+use super::schema::{list_input_key, DefaultValue, ParamType};
 use super::source::{suggest, Diagnostic, Diagnostics, Source};
 use super::value::{Located, Params, Value};
 use crate::stages::{all_kinds, find_kind, StageKind};
@@ -40,7 +40,7 @@ pub struct StageConfig {
     pub kind: &'static dyn StageKind,
     /// Every schema key, resolved.
     pub params: Params,
-    /// Input parameter name -> upstream stage name.
+    /// Input parameter name -> upstream stage name; item `i` of a list input `p` is under `p[i]`.
     pub inputs: BTreeMap<String, String>,
     /// Where each explicitly set key came from (for messages).
     pub sources: BTreeMap<String, Source>,
@@ -383,6 +383,31 @@ fn resolve_stage(
                     diags.push(d);
                 } else {
                     inputs.insert(spec.name.to_string(), target.clone());
+                }
+            }
+            ParamType::InputList => {
+                let Value::List(items) = &value else { continue };
+                for (i, item) in items.iter().enumerate() {
+                    let Value::Str(target) = item else { continue };
+                    if target == &raw.name {
+                        diags.push(Diagnostic::new(
+                            src.clone(),
+                            Some(full.clone()),
+                            format!("stage `{}` cannot read its own outputs", raw.name),
+                        ));
+                    } else if !stage_names.contains(&target.as_str()) {
+                        let mut d = Diagnostic::new(
+                            src.clone(),
+                            Some(full.clone()),
+                            format!("no stage named `{target}`"),
+                        );
+                        if let Some(near) = suggest(target, stage_names.iter().copied()) {
+                            d = d.with_help(format!("did you mean `{near}`?"));
+                        }
+                        diags.push(d);
+                    } else {
+                        inputs.insert(list_input_key(spec.name, i), target.clone());
+                    }
                 }
             }
             ParamType::Path => {

@@ -37,6 +37,10 @@ pub enum ParamType {
     Path,
     /// The name of another stage whose outputs this stage reads: an edge of the DAG.
     Input,
+    /// A list of stage names whose outputs this stage reads together (a fan-in). A listed stage that a
+    /// sweep multiplies contributes *all* its instances, so one consumer sees every seed's model; the
+    /// consumer itself is not multiplied by that sweep. Stages read them with `StageContext::input_list`.
+    InputList,
     /// A list of finite floats with at least `min_len` items.
     FloatList {
         /// Fewest items allowed.
@@ -148,6 +152,11 @@ impl ParamSpec {
     /// A required reference to another stage.
     pub fn input(name: &'static str, doc: &'static str) -> Self {
         Self::new(name, ParamType::Input, DefaultValue::Required, doc)
+    }
+
+    /// A required, non-empty list of upstream stages (see [`ParamType::InputList`]).
+    pub fn inputs(name: &'static str, doc: &'static str) -> Self {
+        Self::new(name, ParamType::InputList, DefaultValue::Required, doc)
     }
 
     /// A file path (required unless made optional).
@@ -290,6 +299,9 @@ impl ParamSpec {
             ParamType::Str => "string".into(),
             ParamType::Path => "path (content hashed)".into(),
             ParamType::Input => "stage name (input)".into(),
+            ParamType::InputList => {
+                "list of stage names (inputs; swept stages give all instances)".into()
+            }
             ParamType::FloatList { .. } => "list of floats".into(),
             ParamType::StrList([]) => "list of strings".into(),
             ParamType::StrList(c) => format!("list of {}", c.join(", ")),
@@ -305,6 +317,18 @@ impl ParamSpec {
             DefaultValue::Absent => "none".into(),
         }
     }
+}
+
+/// The key under which item `i` of list input `name` appears in a stage's inputs (`models[3]`).
+pub fn list_input_key(name: &str, i: usize) -> String {
+    format!("{name}[{i}]")
+}
+
+/// Splits a list-input key `name[i]` into `(name, i)`; `None` for a plain input key.
+pub fn split_list_input_key(key: &str) -> Option<(&str, usize)> {
+    let (name, rest) = key.split_once('[')?;
+    let i = rest.strip_suffix(']')?.parse().ok()?;
+    Some((name, i))
 }
 
 fn range_doc(min: Option<f64>, min_ex: bool, max: Option<f64>, max_ex: bool) -> String {
@@ -403,6 +427,21 @@ fn check_type(ty: &ParamType, value: &Value) -> Result<Value, String> {
             Value::Str(_) => Ok(value.clone()),
             _ => wrong("a string"),
         },
+        ParamType::InputList => {
+            let Value::List(items) = value else {
+                return wrong("an array of stage names");
+            };
+            if items.is_empty() {
+                return Err("needs at least one stage name".into());
+            }
+            if let Some(bad) = items.iter().find(|v| !matches!(v, Value::Str(_))) {
+                return Err(format!(
+                    "expected stage names, found {} `{bad}`",
+                    bad.type_name()
+                ));
+            }
+            Ok(value.clone())
+        }
         ParamType::FloatList { min_len } => {
             let Value::List(items) = value else {
                 return wrong("an array of numbers");

@@ -96,7 +96,7 @@ pub fn key_material(
             continue;
         };
         match spec.ty {
-            ParamType::Input => continue,
+            ParamType::Input | ParamType::InputList => continue,
             ParamType::Path => {
                 let Value::Str(p) = v else { continue };
                 let path = plan.dir.join(p);

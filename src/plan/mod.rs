@@ -117,18 +117,43 @@ impl Plan {
     ) -> Plan {
         let mut graph: DiGraph<Instance, String> = DiGraph::new();
         let mut interned: HashMap<String, NodeIndex> = HashMap::new();
-        let mut point_maps = Vec::new();
+        let mut point_maps: Vec<BTreeMap<String, NodeIndex>> = vec![BTreeMap::new(); configs.len()];
         // Which points use each node (to derive labels).
         let mut users: HashMap<NodeIndex, Vec<usize>> = HashMap::new();
-        for (pi, cfg) in configs.iter().enumerate() {
-            let mut map: BTreeMap<String, NodeIndex> = BTreeMap::new();
-            for &si in stage_order {
+        // Every instance of each stage so far, in creation order (what a list input gathers).
+        let mut instances: HashMap<String, Vec<NodeIndex>> = HashMap::new();
+        // Stage-major: all instances of a stage exist before any stage downstream of it is expanded, so a
+        // list input can gather every instance of a swept stage.
+        for &si in stage_order {
+            for (pi, cfg) in configs.iter().enumerate() {
                 let sc = &cfg.stages[si];
-                let inputs: BTreeMap<String, NodeIndex> = sc
+                let map = &point_maps[pi];
+                let mut inputs: BTreeMap<String, NodeIndex> = BTreeMap::new();
+                let mut lists: BTreeMap<&str, Vec<NodeIndex>> = BTreeMap::new();
+                let mut list_keys: Vec<(&str, usize, &String)> = sc
                     .inputs
                     .iter()
-                    .map(|(param, up)| (param.clone(), map[up]))
+                    .filter_map(|(k, up)| config::split_list_input_key(k).map(|(n, i)| (n, i, up)))
                     .collect();
+                list_keys.sort();
+                for (name, _, up) in list_keys {
+                    let all = lists.entry(name).or_default();
+                    for n in &instances[up.as_str()] {
+                        if !all.contains(n) {
+                            all.push(*n);
+                        }
+                    }
+                }
+                for (param, up) in &sc.inputs {
+                    if config::split_list_input_key(param).is_none() {
+                        inputs.insert(param.clone(), map[up]);
+                    }
+                }
+                for (name, nodes) in lists {
+                    for (i, n) in nodes.into_iter().enumerate() {
+                        inputs.insert(config::list_input_key(name, i), n);
+                    }
+                }
                 let identity = format!(
                     "{}\u{0}{}\u{0}{:?}",
                     sc.name,
@@ -151,12 +176,12 @@ impl Plan {
                     for (param, up) in &inputs {
                         graph.add_edge(*up, n, param.clone());
                     }
+                    instances.entry(sc.name.clone()).or_default().push(n);
                     n
                 });
                 users.entry(node).or_default().push(pi);
-                map.insert(sc.name.clone(), node);
+                point_maps[pi].insert(sc.name.clone(), node);
             }
-            point_maps.push(map);
         }
         label_instances(&mut graph, &users, &points);
         let rank: HashMap<&str, usize> = stage_order
@@ -165,8 +190,8 @@ impl Plan {
             .map(|(r, &si)| (first.stages[si].name.as_str(), r))
             .collect();
         let mut order: Vec<NodeIndex> = graph.node_indices().collect();
-        // Node indices were created in (point, stage order) order, which is topological; sort stably by the
-        // stage's rank so that the listing groups instances of one stage together.
+        // Node indices were created in (stage order, point) order, which is topological; the stable sort by
+        // the stage's rank keeps that.
         order.sort_by_key(|n| (rank[graph[*n].stage.as_str()], n.index()));
         Plan {
             path: first.path.clone(),

@@ -16,6 +16,12 @@ use crate::science::rng;
 pub mod registry;
 
 pub mod dataset;
+pub mod evaluate_chaos;
+pub mod evaluate_flow;
+pub mod points_common;
+pub mod train_dynamics;
+pub mod train_score;
+pub mod training_free;
 
 pub use registry::{all_kinds, find_kind};
 
@@ -91,6 +97,23 @@ impl<'a> StageContext<'a> {
         self.inputs
             .get(name)
             .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input `{name}`", self.label))
+    }
+
+    /// Every upstream stage of list input `name` (see [`crate::config::ParamType::InputList`]), in order.
+    pub fn input_list(&self, name: &str) -> anyhow::Result<Vec<&InputArtifact>> {
+        let mut items: Vec<(usize, &InputArtifact)> = self
+            .inputs
+            .iter()
+            .filter_map(|(k, a)| {
+                crate::config::split_list_input_key(k)
+                    .and_then(|(n, i)| (n == name).then_some((i, a)))
+            })
+            .collect();
+        if items.is_empty() {
+            anyhow::bail!("stage `{}` has no input list `{name}`", self.label);
+        }
+        items.sort_by_key(|(i, _)| *i);
+        Ok(items.into_iter().map(|(_, a)| a).collect())
     }
 
     /// An optional input.

@@ -2,7 +2,14 @@
 
 use super::StageKind;
 
-static KINDS: &[&dyn StageKind] = &[&super::dataset::Dataset];
+static KINDS: &[&dyn StageKind] = &[
+    &super::dataset::Dataset,
+    &super::train_score::TrainScore,
+    &super::train_dynamics::TrainDynamics,
+    &super::training_free::TrainingFree,
+    &super::evaluate_flow::EvaluateFlow,
+    &super::evaluate_chaos::EvaluateChaos,
+];
 
 /// Every registered kind, in documentation order.
 pub fn all_kinds() -> &'static [&'static dyn StageKind] {
