@@ -5,3 +5,7 @@ pub mod rng;
 // --- low-dimensional systems (points, Lorenz) ---
 
 // --- Turing patterns (Gray-Scott) and image flows ---
+pub mod gray_scott;
+pub mod sde;
+pub mod skew_kernel;
+pub mod turing_eval;
