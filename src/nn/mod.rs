@@ -3,3 +3,4 @@
 // --- point models (score MLP, flow kernel) ---
 
 // --- image models (convolutional score models, image flows) ---
+pub mod conv;
