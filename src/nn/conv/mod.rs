@@ -6,3 +6,6 @@ pub mod layer;
 pub mod model;
 
 pub use model::{train_local_score, LocalScore, LocalScoreArch, LocalScoreConfig};
+
+#[cfg(test)]
+mod e2e;
