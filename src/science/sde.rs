@@ -16,6 +16,11 @@ use rayon::prelude::*;
 use crate::science::rng::{substream, Rng};
 use crate::science::skew_kernel::ConvKernel;
 
+/// A batched score: `score(x [n, c, h, w], out)`.
+pub type BatchScore<'a> = dyn FnMut(&[f32], &mut [f32]) + 'a;
+/// A per-step observer: `observe(step, x, score at x)`.
+pub type StepObserver<'a> = dyn FnMut(usize, &[f32], &[f32]) + 'a;
+
 /// Settings of the rollout SDE.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SdeConfig {
@@ -89,8 +94,8 @@ pub fn heun_sde(
     kernels: &[&ConvKernel],
     noise_ids: &[u64],
     cfg: &SdeConfig,
-    score: &mut dyn FnMut(&[f32], &mut [f32]),
-    observe: &mut dyn FnMut(usize, &[f32], &[f32]),
+    score: &mut BatchScore<'_>,
+    observe: &mut StepObserver<'_>,
 ) {
     assert_eq!(x.len(), shape.len(), "x must be [n, c, h, w]");
     assert_eq!(kernels.len(), shape.n, "one kernel per item");

@@ -80,7 +80,10 @@ impl ConvShape {
 }
 
 /// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)`, all given by (row stride, column stride).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a flat numeric kernel signature, called from two places"
+)]
 pub(crate) fn matmul<T: Real>(
     m: usize,
     n: usize,
@@ -186,7 +189,10 @@ pub fn col2im<T: Real>(col: &[T], c_in: usize, h: usize, w: usize, d: usize, dx:
 
 /// Forward pass of one sample: `out [c_out, h*w] = W · im2col(x) + b`; `params` is weights then bias;
 /// `col` is scratch of at least `c_in * 9 * h * w`.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a flat numeric kernel signature, called from two places"
+)]
 pub fn conv_forward<T: Real>(
     s: &ConvShape,
     params: &[T],
@@ -222,7 +228,10 @@ pub fn conv_forward<T: Real>(
 
 /// Backward pass of one sample: accumulates the parameter gradient into `dparams` (weights then bias)
 /// and, when `dx` is given, **adds** the input gradient to it. `col` is scratch as in [`conv_forward`].
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a flat numeric kernel signature, called from two places"
+)]
 pub fn conv_backward<T: Real>(
     s: &ConvShape,
     params: &[T],
