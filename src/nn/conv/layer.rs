@@ -139,18 +139,34 @@ pub(crate) fn matmul<T: Real>(
 /// Builds the im2col matrix `[c_in * 9, h * w]` of one sample: row `i*9 + a*3 + b` holds channel `i`
 /// shifted by `((a-1) d, (b-1) d)` with wrap-around.
 pub fn im2col<T: Real>(x: &[T], c_in: usize, h: usize, w: usize, d: usize, col: &mut [T]) {
+    im2col_rows(x, c_in, h, w, d, 0, h, col);
+}
+
+/// [`im2col`] restricted to output rows `y0..y1`: `col` is `[c_in * 9, (y1 - y0) * w]`.
+#[expect(clippy::too_many_arguments, reason = "a flat numeric kernel signature")]
+fn im2col_rows<T: Real>(
+    x: &[T],
+    c_in: usize,
+    h: usize,
+    w: usize,
+    d: usize,
+    y0: usize,
+    y1: usize,
+    col: &mut [T],
+) {
     let hw = h * w;
+    let bl = (y1 - y0) * w;
     for i in 0..c_in {
         let xc = &x[i * hw..(i + 1) * hw];
         for a in 0..3 {
             for b in 0..3 {
-                let r = &mut col[(i * 9 + a * 3 + b) * hw..][..hw];
+                let r = &mut col[(i * 9 + a * 3 + b) * bl..][..bl];
                 let dy = (a as isize - 1) * d as isize;
                 let dx = ((b as isize - 1) * d as isize).rem_euclid(w as isize) as usize;
-                for y in 0..h {
+                for y in y0..y1 {
                     let sy = (y as isize + dy).rem_euclid(h as isize) as usize;
                     let src = &xc[sy * w..(sy + 1) * w];
-                    let dst = &mut r[y * w..(y + 1) * w];
+                    let dst = &mut r[(y - y0) * w..(y - y0 + 1) * w];
                     dst[..w - dx].copy_from_slice(&src[dx..]);
                     dst[w - dx..].copy_from_slice(&src[..dx]);
                 }
@@ -205,25 +221,34 @@ pub fn conv_forward<T: Real>(
 ) {
     let hw = h * w;
     let k = s.c_in * 9;
-    let col = &mut col[..k * hw];
-    im2col(x, s.c_in, h, w, s.dilation, col);
     let (wt, bias) = params[..s.param_len()].split_at(s.weight_len());
     for (o, row) in out[..s.c_out * hw].chunks_mut(hw).enumerate() {
         row.fill(bias[o]);
     }
-    matmul(
-        s.c_out,
-        hw,
-        k,
-        out,
-        (hw, 1),
-        wt,
-        (k, 1),
-        col,
-        (hw, 1),
-        true,
-        par,
-    );
+    // Blocks of rows keep the im2col matrix in cache (about 1 MB); the product writes the block's columns
+    // of every output channel (row stride h*w).
+    let rows = (256 * 1024 / (k * w).max(1)).clamp(1, h);
+    let mut y0 = 0;
+    while y0 < h {
+        let y1 = (y0 + rows).min(h);
+        let bl = (y1 - y0) * w;
+        let col = &mut col[..k * bl];
+        im2col_rows(x, s.c_in, h, w, s.dilation, y0, y1, col);
+        matmul(
+            s.c_out,
+            bl,
+            k,
+            &mut out[y0 * w..],
+            (hw, 1),
+            wt,
+            (k, 1),
+            col,
+            (bl, 1),
+            true,
+            par,
+        );
+        y0 = y1;
+    }
 }
 
 /// Backward pass of one sample: accumulates the parameter gradient into `dparams` (weights then bias)
