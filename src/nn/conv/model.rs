@@ -362,6 +362,29 @@ impl LocalScore {
         out.iter_mut().for_each(|v| *v *= k);
     }
 
+    /// The score like [`LocalScore::score`], optionally with the reference's clipping: the denoised
+    /// estimate x̂0 = (x - σ ε̂) / signal_scale is clamped to [-1, 1] before forming
+    /// s = -(x - signal_scale · x̂0) / σ² (identical to `score` when nothing clips).
+    pub fn score_with(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        clip_x0: bool,
+        out: &mut [f32],
+    ) {
+        if !clip_x0 {
+            return self.score(x, n, h, w, out);
+        }
+        self.predict_eps(x, n, h, w, out);
+        let (sig, a) = (self.arch.sigma, self.arch.signal_scale);
+        out.par_iter_mut().zip(x.par_iter()).for_each(|(o, &x)| {
+            let x0 = ((x - sig * *o) / a).clamp(-1.0, 1.0);
+            *o = -(x - a * x0) / (sig * sig);
+        });
+    }
+
     /// Saves to a safetensors file: one f32 tensor per layer, `layers.{i}.weight` `[c_out, c_in, 3, 3]`
     /// (PyTorch Conv2d layout) and `layers.{i}.bias` `[c_out]`, with the [`LocalScoreArch`] as JSON under
     /// the metadata key `"arch"` (and `"format": "eqflow-local-score-v1"`).
@@ -631,6 +654,28 @@ mod tests {
                 g[j]
             );
         }
+    }
+
+    #[test]
+    fn clipped_score_matches_plain_score_when_nothing_clips() {
+        let arch = LocalScoreArch {
+            channels: 2,
+            width: 4,
+            dilations: vec![1, 2, 1],
+            sigma: 0.235,
+            signal_scale: 0.972,
+        };
+        let m = LocalScore::init(arch, 1);
+        let x: Vec<f32> = (0..2 * 8 * 8)
+            .map(|i| 0.3 * ((i as f32) * 0.37).sin())
+            .collect();
+        let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        m.score(&x, 1, 8, 8, &mut a);
+        m.score_with(&x, 1, 8, 8, true, &mut b);
+        assert!(a
+            .iter()
+            .zip(&b)
+            .all(|(p, q)| (p - q).abs() < 1e-3 * (1.0 + p.abs())));
     }
 
     #[test]
