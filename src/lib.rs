@@ -5,7 +5,7 @@
 //! nothing about the science: stage kinds (`stages/`) are the thin seam between the two.
 #![warn(missing_docs)]
 
-pub mod io;
+pub mod science;
 pub mod nn;
 pub mod render;
-pub mod science;
+pub mod io;

@@ -36,9 +36,6 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
-        assert_ne!(
-            substream(1, "s", 0).gen::<u64>(),
-            substream(1, "s", 1).gen::<u64>()
-        );
+        assert_ne!(substream(1, "s", 0).gen::<u64>(), substream(1, "s", 1).gen::<u64>());
     }
 }
