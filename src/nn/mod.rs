@@ -4,3 +4,4 @@
 pub mod points;
 
 // --- image models (convolutional score models, image flows) ---
+pub mod conv;

@@ -11,3 +11,7 @@ pub mod points;
 pub mod skew;
 
 // --- Turing patterns (Gray-Scott) and image flows ---
+pub mod gray_scott;
+pub mod sde;
+pub mod skew_kernel;
+pub mod turing_eval;
