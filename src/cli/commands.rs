@@ -25,7 +25,7 @@ pub enum Failure {
     #[error("error: {0} stage(s) failed")]
     Stages(usize),
     /// Ctrl-C during a cluster run, after cancelling its jobs (exit 130).
-    #[error("error: {0}")]
+    #[error("error: interrupted; cancelled this run's SLURM jobs ({0})")]
     Interrupted(String),
     /// Anything else: I/O, a broken cache (exit 3).
     #[error("error: {0:#}")]
@@ -97,6 +97,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
                 match exec::slurm::run(&plan, &cache, &selected, &opts, &req) {
                     Ok(s) => s,
                     Err(exec::slurm::ClusterError::Interrupted(m)) => {
+                        // `m` is the scancel command that was run.
                         return Err(Failure::Interrupted(m))
                     }
                     Err(exec::slurm::ClusterError::Other(e)) => return Err(Failure::Other(e)),
