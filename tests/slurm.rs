@@ -78,8 +78,14 @@ fn stand_in(dir: &Path) -> PathBuf {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     };
     write("sbatch", FAKE_SBATCH);
-    write("squeue", "#!/bin/bash\ncat \"$FAKE_SLURM/queue\" 2>/dev/null; true\n");
-    write("scancel", "#!/bin/bash\necho \"$@\" >> \"$FAKE_SLURM/scancel.log\"\n");
+    write(
+        "squeue",
+        "#!/bin/bash\ncat \"$FAKE_SLURM/queue\" 2>/dev/null; true\n",
+    );
+    write(
+        "scancel",
+        "#!/bin/bash\necho \"$@\" >> \"$FAKE_SLURM/scancel.log\"\n",
+    );
     bin
 }
 
@@ -97,7 +103,11 @@ fn with_path(cmd: &mut std::process::Command, bin: &Path, fake: &Path) {
 }
 
 /// Output files of every instance (name -> bytes), by label, via `eqflow show`.
-fn outputs(p: &Project, file: &str, labels: &[String]) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+fn outputs(
+    p: &Project,
+    file: &str,
+    labels: &[String],
+) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
     labels
         .iter()
         .map(|l| {
@@ -146,11 +156,18 @@ fn stand_in_sbatch_gets_one_array_per_stage_and_results_match_local() {
     };
 
     // Task 102_1 (the second noisy instance) "fails": the stage fails with the job id and its log tail.
-    let r = run(&["run", &f, "--executor", "slurm", "--threads", "2"], Some("102_1"));
+    let r = run(
+        &["run", &f, "--executor", "slurm", "--threads", "2"],
+        Some("102_1"),
+    );
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("FAILED"), "{}", r.stdout);
     assert!(r.stderr.contains("job 102_1 FAILED"), "{}", r.stderr);
-    assert!(r.stderr.contains("| slurmstepd: *** JOB 102_1 CANCELLED"), "log tail: {}", r.stderr);
+    assert!(
+        r.stderr.contains("| slurmstepd: *** JOB 102_1 CANCELLED"),
+        "log tail: {}",
+        r.stderr
+    );
     assert_eq!(r.ran().len(), 4, "{}", r.stdout);
 
     let args = |id: u32| -> Vec<String> {
@@ -161,19 +178,42 @@ fn stand_in_sbatch_gets_one_array_per_stage_and_results_match_local() {
             .collect()
     };
     let fixed = args(101);
-    assert!(fixed.contains(&"--parsable".into()) && fixed.contains(&"--job-name=eqflow-sw-fixed".into()), "{fixed:?}");
-    assert!(!fixed.iter().any(|a| a.starts_with("--array")), "one instance: a plain job {fixed:?}");
+    assert!(
+        fixed.contains(&"--parsable".into())
+            && fixed.contains(&"--job-name=eqflow-sw-fixed".into()),
+        "{fixed:?}"
+    );
+    assert!(
+        !fixed.iter().any(|a| a.starts_with("--array")),
+        "one instance: a plain job {fixed:?}"
+    );
     let noisy = args(102);
-    for want in ["--array=0-3", "--time=0:10:00", "--cpus-per-task=2", "--comment=eqflow test"] {
-        assert!(noisy.contains(&want.to_string()), "{want} missing from {noisy:?}");
+    for want in [
+        "--array=0-3",
+        "--time=0:10:00",
+        "--cpus-per-task=2",
+        "--comment=eqflow test",
+    ] {
+        assert!(
+            noisy.contains(&want.to_string()),
+            "{want} missing from {noisy:?}"
+        );
     }
-    assert!(!noisy.iter().any(|a| a.starts_with("--dependency")), "no inputs, no dependency: {noisy:?}");
+    assert!(
+        !noisy.iter().any(|a| a.starts_with("--dependency")),
+        "no inputs, no dependency: {noisy:?}"
+    );
     let script = std::fs::read_to_string(noisy.last().expect("script path")).expect("script");
-    assert!(script.contains("  1) label='noisy[noisy.std=0.5,seed=0]' ;;"), "{script}");
+    assert!(
+        script.contains("  1) label='noisy[noisy.std=0.5,seed=0]' ;;"),
+        "{script}"
+    );
     assert!(script.contains("--executor local --cache"), "{script}");
     assert!(script.contains("--threads 2"), "{script}");
     let tsv = Path::new(noisy.last().expect("script")).with_extension("tasks.tsv");
-    assert!(std::fs::read_to_string(tsv).expect("tasks.tsv").starts_with("0\tnoisy[noisy.std=0.25,seed=0]\n"));
+    assert!(std::fs::read_to_string(tsv)
+        .expect("tasks.tsv")
+        .starts_with("0\tnoisy[noisy.std=0.25,seed=0]\n"));
 
     // The rerun submits only the failed instance, as a one-task job.
     let r = run(&["run", &f, "--executor", "slurm", "--threads", "2"], None);
@@ -190,7 +230,11 @@ fn stand_in_sbatch_gets_one_array_per_stage_and_results_match_local() {
 
     let all = labels(&r);
     assert_eq!(all.len(), 5);
-    assert_eq!(outputs(&local, &f, &all), outputs(&p, &f, &all), "cluster and local outputs differ");
+    assert_eq!(
+        outputs(&local, &f, &all),
+        outputs(&p, &f, &all),
+        "cluster and local outputs differ"
+    );
 }
 
 #[test]
@@ -212,7 +256,11 @@ fn slurm_settings_are_validated_with_file_line_and_key() {
         "did you mean `slurm.dataset`?",
         "slurm.dataset.mem",
     ] {
-        assert!(r.stderr.contains(needle), "missing {needle:?} in\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(needle),
+            "missing {needle:?} in\n{}",
+            r.stderr
+        );
     }
     // --set reaches the table too.
     let ok = p.pipeline("ok.toml", "[stages.a]\nkind = \"dataset\"\nn = 10\n");
@@ -243,7 +291,10 @@ fn cluster() -> Option<()> {
             "not root".to_string()
         };
         assert!(!ci, "CI is set, so the SLURM test must run, but: {why}");
-        eprintln!("SKIPPED: the real-SLURM test needs root and {}: {why}", start.display());
+        eprintln!(
+            "SKIPPED: the real-SLURM test needs root and {}: {why}",
+            start.display()
+        );
         return None;
     }
     let out = std::process::Command::new("bash")
@@ -286,8 +337,14 @@ const VICTIM: &str = "noisy[noisy.n=6000000,seed=1]";
 /// `(label, times its computation started)` over every job log of every run in the cache.
 fn computations(cache: &Path) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
-    for run in std::fs::read_dir(cache.join("slurm")).expect("slurm dir").flatten() {
-        for log in std::fs::read_dir(run.path().join("logs")).expect("logs").flatten() {
+    for run in std::fs::read_dir(cache.join("slurm"))
+        .expect("slurm dir")
+        .flatten()
+    {
+        for log in std::fs::read_dir(run.path().join("logs"))
+            .expect("logs")
+            .flatten()
+        {
             let text = std::fs::read_to_string(log.path()).unwrap_or_default();
             for l in text.lines() {
                 if let Some(rest) = l.strip_prefix("  run   ") {
@@ -339,7 +396,10 @@ fn real_slurm_sweep_survives_a_killed_job_and_matches_the_local_run() {
             if log.contains(&format!("  run   {VICTIM}")) {
                 let status = p.run(&["status", &f]);
                 let job = v["job"].as_str().expect("job").to_string();
-                let out = std::process::Command::new("scancel").arg(&job).output().expect("scancel");
+                let out = std::process::Command::new("scancel")
+                    .arg(&job)
+                    .output()
+                    .expect("scancel");
                 assert!(out.status.success());
                 break (job, status);
             }
@@ -356,10 +416,21 @@ fn real_slurm_sweep_survives_a_killed_job_and_matches_the_local_run() {
     assert!(line.ends_with("running"), "{line}");
 
     let first = common::Run::from(child.wait_with_output().expect("wait"));
-    assert_eq!(first.code, 1, "the killed job fails the run\n{}\n{}", first.stdout, first.stderr);
-    assert!(first.stderr.contains(&format!("job {job} CANCELLED")), "{}", first.stderr);
+    assert_eq!(
+        first.code, 1,
+        "the killed job fails the run\n{}\n{}",
+        first.stdout, first.stderr
+    );
+    assert!(
+        first.stderr.contains(&format!("job {job} CANCELLED")),
+        "{}",
+        first.stderr
+    );
     assert_eq!(first.ran().len(), 4, "{}", first.stdout);
-    assert!(p.run(&["status", &f]).stdout.find("slurm run").is_none(), "no run in flight any more");
+    assert!(
+        p.run(&["status", &f]).stdout.find("slurm run").is_none(),
+        "no run in flight any more"
+    );
 
     let second = p.run(&["run", &f, "--executor", "slurm", "--threads", "2"]);
     second.assert_ok();
@@ -367,11 +438,20 @@ fn real_slurm_sweep_survives_a_killed_job_and_matches_the_local_run() {
     assert_eq!(second.cached().len(), 4, "{}", second.stdout);
 
     let all = labels(&second);
-    assert_eq!(outputs(&local, &lf, &all), outputs(&p, &f, &all), "cluster and local outputs differ");
+    assert_eq!(
+        outputs(&local, &lf, &all),
+        outputs(&p, &f, &all),
+        "cluster and local outputs differ"
+    );
     let counts = computations(&p.cache());
     for l in &all {
         let want = if l == VICTIM { 2 } else { 1 };
-        assert_eq!(counts.get(l), Some(&want), "{l} computed {:?} times: {counts:?}", counts.get(l));
+        assert_eq!(
+            counts.get(l),
+            Some(&want),
+            "{l} computed {:?} times: {counts:?}",
+            counts.get(l)
+        );
     }
     assert_eq!(p.entries().len(), all.len());
     eprintln!("real SLURM test: {:.1} s", t0.elapsed().as_secs_f64());

@@ -132,8 +132,13 @@ pub fn resolve_slurm(
                     }
                 }
                 k if kind_names.contains(&k) => diags.push(
-                    err(format!("`{k}` is a stage kind: write its settings as a table"))
-                        .with_help(format!("[slurm.{k}] with keys {}", RESOURCE_KEYS.join(", "))),
+                    err(format!(
+                        "`{k}` is a stage kind: write its settings as a table"
+                    ))
+                    .with_help(format!(
+                        "[slurm.{k}] with keys {}",
+                        RESOURCE_KEYS.join(", ")
+                    )),
                 ),
                 k => diags.push(unknown(
                     &v.source,
@@ -174,7 +179,11 @@ pub fn resolve_slurm(
 }
 
 fn unknown(src: &Source, full: &str, key: &str, valid: &[&str]) -> Diagnostic {
-    let d = Diagnostic::new(src.clone(), Some(full.into()), format!("unknown key `{key}`"));
+    let d = Diagnostic::new(
+        src.clone(),
+        Some(full.into()),
+        format!("unknown key `{key}`"),
+    );
     match suggest(key, valid.iter().copied()) {
         Some(near) => d.with_help(format!("did you mean `{near}`?")),
         None => d.with_help(format!("valid keys: {}", valid.join(", "))),

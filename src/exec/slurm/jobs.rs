@@ -54,7 +54,13 @@ impl JobGroup {
         let safe: String = self
             .stage
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if self.chunk > 0 {
             format!("{safe}.{}", self.chunk)
@@ -171,7 +177,12 @@ pub struct ScriptContext<'a> {
 }
 
 /// The batch script of `group`: picks the instance by `$SLURM_ARRAY_TASK_ID` and runs `eqflow` on it.
-pub fn script(ctx: &ScriptContext<'_>, nodes: &[JobNode], group: &JobGroup, sbatch: &[String]) -> String {
+pub fn script(
+    ctx: &ScriptContext<'_>,
+    nodes: &[JobNode],
+    group: &JobGroup,
+    sbatch: &[String],
+) -> String {
     let mut s = String::from("#!/bin/bash\n");
     let _ = writeln!(
         s,
@@ -182,7 +193,11 @@ pub fn script(ctx: &ScriptContext<'_>, nodes: &[JobNode], group: &JobGroup, sbat
     let _ = writeln!(
         s,
         "# submitted as: sbatch {}",
-        sbatch.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
+        sbatch
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     s.push_str("set -euo pipefail\n");
     let _ = writeln!(s, "cd {}", sh_quote(&ctx.workdir.to_string_lossy()));
@@ -205,7 +220,11 @@ pub fn script(ctx: &ScriptContext<'_>, nodes: &[JobNode], group: &JobGroup, sbat
         "exec {} run {} \"$label\" --executor local {} ${{force[@]+\"${{force[@]}}\"}}",
         sh_quote(ctx.eqflow),
         sh_quote(&ctx.pipeline.to_string_lossy()),
-        ctx.args.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
+        ctx.args
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     s
 }
@@ -260,10 +279,19 @@ pub fn sbatch_args(
 }
 
 /// The log file of one task (the `--output` pattern above, filled in).
-pub fn log_path(group: &JobGroup, log_dir: &Path, job_id: &str, member: usize) -> std::path::PathBuf {
+pub fn log_path(
+    group: &JobGroup,
+    log_dir: &Path,
+    job_id: &str,
+    member: usize,
+) -> std::path::PathBuf {
     let stem = group.file_stem();
     if group.is_array() {
-        let idx = group.members.iter().position(|&m| m == member).expect("member");
+        let idx = group
+            .members
+            .iter()
+            .position(|&m| m == member)
+            .expect("member");
         log_dir.join(format!("{stem}-{job_id}_{idx}.log"))
     } else {
         log_dir.join(format!("{stem}-{job_id}.log"))
@@ -356,9 +384,12 @@ mod tests {
 
     #[test]
     fn big_stages_are_split_into_arrays_of_at_most_max() {
-        let nodes: Vec<JobNode> = (0..5).map(|i| node(&format!("s[i={i}]"), "s", &[])).collect();
+        let nodes: Vec<JobNode> = (0..5)
+            .map(|i| node(&format!("s[i={i}]"), "s", &[]))
+            .collect();
         let groups = form_groups(&nodes, 2);
-        let sizes: Vec<(usize, usize)> = groups.iter().map(|g| (g.members.len(), g.chunk)).collect();
+        let sizes: Vec<(usize, usize)> =
+            groups.iter().map(|g| (g.members.len(), g.chunk)).collect();
         assert_eq!(sizes, vec![(2, 0), (2, 1), (1, 2)]);
         assert_eq!(groups[1].file_stem(), "s.1");
     }
@@ -375,7 +406,13 @@ mod tests {
             gpus: Some("1".into()),
             sbatch_args: vec!["--account=lab".into()],
         };
-        let a = sbatch_args(&groups[1], &res, "eqflow-demo-train", Path::new("/c/slurm/r/logs"), Some("afterok:10"));
+        let a = sbatch_args(
+            &groups[1],
+            &res,
+            "eqflow-demo-train",
+            Path::new("/c/slurm/r/logs"),
+            Some("afterok:10"),
+        );
         assert_eq!(
             a,
             [
@@ -393,8 +430,17 @@ mod tests {
                 "--account=lab",
             ]
         );
-        let single = sbatch_args(&groups[0], &SlurmResources::default(), "j", Path::new("/l"), None);
-        assert_eq!(single, ["--parsable", "--job-name=j", "--output=/l/data-%j.log"]);
+        let single = sbatch_args(
+            &groups[0],
+            &SlurmResources::default(),
+            "j",
+            Path::new("/l"),
+            None,
+        );
+        assert_eq!(
+            single,
+            ["--parsable", "--job-name=j", "--output=/l/data-%j.log"]
+        );
         assert_eq!(
             log_path(&groups[1], Path::new("/l"), "11", 2),
             Path::new("/l/train-11_1.log")
@@ -418,9 +464,14 @@ mod tests {
         };
         let text = script(&ctx, &nodes, &groups[0], &["--array=0-1".into()]);
         assert!(text.starts_with("#!/bin/bash\n"), "{text}");
-        assert!(text.contains("  0) label='noisy[noisy.std=0.25,seed=1]' ;;\n"), "{text}");
         assert!(
-            text.contains(r#"  1) label='noisy[name=it'\''s]'; force=(--force 'noisy[name=it'\''s]') ;;"#),
+            text.contains("  0) label='noisy[noisy.std=0.25,seed=1]' ;;\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"  1) label='noisy[name=it'\''s]'; force=(--force 'noisy[name=it'\''s]') ;;"#
+            ),
             "{text}"
         );
         assert!(

@@ -133,7 +133,11 @@ impl Submission {
                     label: inst.label.clone(),
                     stage: inst.stage.clone(),
                     kind: inst.kind.name().to_string(),
-                    deps: inst.inputs.values().filter_map(|u| pos.get(u).copied()).collect(),
+                    deps: inst
+                        .inputs
+                        .values()
+                        .filter_map(|u| pos.get(u).copied())
+                        .collect(),
                     forced: opts.force_all
                         || opts.force.contains(&inst.stage)
                         || opts.force.contains(&inst.label),
@@ -398,7 +402,10 @@ impl Submission {
                         }
                     }
                 };
-                if q.state == "PENDING" && q.reason == "DependencyNeverSatisfied" && cancelled.insert(id.clone()) {
+                if q.state == "PENDING"
+                    && q.reason == "DependencyNeverSatisfied"
+                    && cancelled.insert(id.clone())
+                {
                     // Never left pending forever: its input failed.
                     let _ = Command::new(record::program("scancel")).arg(&id).status();
                 }
@@ -438,9 +445,9 @@ impl Submission {
             "RUNNING" => progress::println(&format!("  start {label:<24} job {id}")),
             "COMPLETED" => progress::println(&format!("  done  {label:<24} job {id}")),
             "PENDING" | "CONFIGURING" | "COMPLETING" => {}
-            "CANCELLED" if q.reason == "DependencyNeverSatisfied" => {
-                progress::println(&format!("  skip  {label:<24} job {id} cancelled: an input failed"))
-            }
+            "CANCELLED" if q.reason == "DependencyNeverSatisfied" => progress::println(&format!(
+                "  skip  {label:<24} job {id} cancelled: an input failed"
+            )),
             other => progress::println(&format!(
                 "  FAIL  {label:<24} job {id} {other} ({})",
                 q.reason
@@ -448,7 +455,10 @@ impl Submission {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the run's inputs and what was observed"
+    )]
     fn summarize(
         &mut self,
         plan: &Plan,
@@ -499,7 +509,8 @@ impl Submission {
                     .unwrap_or(0.0);
                 self.record.instances[r].state = "done".into();
             } else if let Some(u) = failed_input {
-                o.status = Status::Skipped(format!("input `{u}` failed (job {} cancelled)", rec.job));
+                o.status =
+                    Status::Skipped(format!("input `{u}` failed (job {} cancelled)", rec.job));
                 self.record.instances[r].state = "cancelled".into();
             } else if q.reason == "DependencyNeverSatisfied" {
                 o.status = Status::Skipped(format!(
