@@ -24,6 +24,9 @@ pub enum Failure {
     /// One or more stages failed (exit 1).
     #[error("error: {0} stage(s) failed")]
     Stages(usize),
+    /// Ctrl-C during a cluster run, after cancelling its jobs (exit 130).
+    #[error("error: interrupted; cancelled this run's SLURM jobs ({0})")]
+    Interrupted(String),
     /// Anything else: I/O, a broken cache (exit 3).
     #[error("error: {0:#}")]
     Other(anyhow::Error),
@@ -35,6 +38,7 @@ pub fn exit_code(f: &Failure) -> i32 {
         Failure::Stages(_) => 1,
         Failure::Config(_) | Failure::Usage(_) => 2,
         Failure::Other(_) => 3,
+        Failure::Interrupted(_) => 130,
     }
 }
 
@@ -57,6 +61,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
             force_all,
             dry_run,
             jobs,
+            executor,
         } => {
             let plan = build_plan(pipeline)?;
             let cache = cache_for(cli, &plan.path);
@@ -82,7 +87,24 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
                 ));
             }
             let started = std::time::Instant::now();
-            let summary = exec::run(&plan, &cache, &selected, &opts);
+            let executor = executor.as_deref().unwrap_or(plan.executor.as_str());
+            let summary = if executor == "slurm" && !dry_run {
+                let req = exec::slurm::ClusterRequest {
+                    profile: pipeline.profile.clone(),
+                    sets: pipeline.sets.clone(),
+                    threads: cli.threads,
+                };
+                match exec::slurm::run(&plan, &cache, &selected, &opts, &req) {
+                    Ok(s) => s,
+                    Err(exec::slurm::ClusterError::Interrupted(m)) => {
+                        // `m` is the scancel command that was run.
+                        return Err(Failure::Interrupted(m))
+                    }
+                    Err(exec::slurm::ClusterError::Other(e)) => return Err(Failure::Other(e)),
+                }
+            } else {
+                exec::run(&plan, &cache, &selected, &opts)
+            };
             print!("{}", summary_table(&summary, *dry_run));
             if !dry_run {
                 let ran = summary
@@ -145,6 +167,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
                 },
             );
             print!("{}", status_table(&plan, &cache, &summary));
+            print!("{}", cluster_status(&cache, &plan.path));
             Ok(())
         }
         Command::Dag {
@@ -403,6 +426,41 @@ fn status_table(plan: &Plan, cache: &Cache, summary: &RunSummary) -> String {
     }
     let _ = (plan, cache);
     render_rows(&rows)
+}
+
+/// The cluster runs of this pipeline still in flight: per instance its job id and state (live from squeue
+/// when it answers, else as the submitting process last recorded it).
+fn cluster_status(cache: &Cache, pipeline: &Path) -> String {
+    use exec::slurm::record;
+    let mut out = String::new();
+    let runs = record::in_flight(cache.root(), pipeline);
+    if runs.is_empty() {
+        return out;
+    }
+    let queue = record::squeue().ok();
+    for (dir, run) in runs {
+        let alive = run.submitter_alive();
+        let _ = writeln!(
+            out,
+            "\nslurm run {} (eqflow pid {} on {}{}), {}",
+            run.run_id,
+            run.pid,
+            run.host,
+            if alive { "" } else { ", no longer running" },
+            dir.display()
+        );
+        let mut rows = vec![vec!["stage".to_string(), "job".into(), "state".into()]];
+        for i in &run.instances {
+            let state = queue
+                .as_ref()
+                .and_then(|q| q.get(&i.job))
+                .map(record::show_state)
+                .unwrap_or_else(|| i.state.clone());
+            rows.push(vec![i.label.clone(), i.job.clone(), state]);
+        }
+        out.push_str(&render_rows(&rows));
+    }
+    out
 }
 
 fn dag_text(plan: &Plan, nodes: &[petgraph::graph::NodeIndex]) -> String {

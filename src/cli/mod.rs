@@ -66,6 +66,10 @@ pub enum Command {
         /// Stage instances to run at once.
         #[arg(long, short = 'j', default_value_t = 1, value_name = "N")]
         jobs: usize,
+        /// Where stages run: `local`, or `slurm` (one job array per stage on a shared cache; see
+        /// docs/cluster.md). Default: `[pipeline] executor`, else local.
+        #[arg(long, value_name = "EXECUTOR", value_parser = ["local", "slurm"])]
+        executor: Option<String>,
     },
     /// The plan of a run: what is cached, what would run and why (same as `run --dry-run`).
     Plan {

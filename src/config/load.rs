@@ -84,9 +84,11 @@ pub struct PipelineFile {
     pub profiles: BTreeMap<String, Vec<Override>>,
     /// `[sweep]`.
     pub sweep: RawSweep,
+    /// `[slurm]`, flattened to dotted keys (`partition`, `dataset.cpus`); validated in `slurm.rs`.
+    pub slurm: BTreeMap<String, Located<Value>>,
 }
 
-const TOP_KEYS: &[&str] = &["pipeline", "stages", "profiles", "sweep"];
+const TOP_KEYS: &[&str] = &["pipeline", "stages", "profiles", "sweep", "slurm"];
 
 impl PipelineFile {
     /// Reads and parses `path`.
@@ -128,6 +130,7 @@ impl PipelineFile {
             stages: Vec::new(),
             profiles: BTreeMap::new(),
             sweep: RawSweep::default(),
+            slurm: BTreeMap::new(),
         };
         for (key, item) in root.iter() {
             let key_src = Source::file(&file, root.key(key).and_then(|k| k.span()));
@@ -186,6 +189,18 @@ impl PipelineFile {
                     )),
                 },
                 "sweep" => out.sweep = parse_sweep(&file, item, key_src, &mut diags),
+                "slurm" => match item.as_table_like() {
+                    Some(_) => {
+                        let mut list = Vec::new();
+                        flatten(&file, item, "", &mut list, &mut diags);
+                        out.slurm = list.into_iter().map(|o| (o.path, o.value)).collect();
+                    }
+                    None => diags.push(Diagnostic::new(
+                        key_src,
+                        Some(key.into()),
+                        "must be a table: [slurm]",
+                    )),
+                },
                 other => {
                     let mut d = Diagnostic::new(
                         key_src,

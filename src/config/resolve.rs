@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use super::load::{Override, PipelineFile, RawStage};
 use super::schema::{list_input_key, DefaultValue, ParamType};
+use super::slurm::{resolve_slurm, SlurmConfig, EXECUTORS};
 use super::source::{suggest, Diagnostic, Diagnostics, Source};
 use super::value::{Located, Params, Value};
 use crate::stages::{all_kinds, find_kind, StageKind};
 
 /// The compute device of a pipeline.
 pub const DEVICES: &[&str] = &["cpu", "cuda"];
-const PIPELINE_KEYS: &[&str] = &["name", "seed", "device", "description"];
+const PIPELINE_KEYS: &[&str] = &["name", "seed", "device", "description", "executor"];
 
 /// A validated pipeline at one sweep point.
 #[derive(Clone)]
@@ -29,6 +30,10 @@ pub struct Config {
     pub device: String,
     /// Stages in file order.
     pub stages: Vec<StageConfig>,
+    /// `[pipeline] executor`: `local` (default) or `slurm`.
+    pub executor: String,
+    /// `[slurm]`.
+    pub slurm: SlurmConfig,
 }
 
 /// One validated stage.
@@ -89,9 +94,15 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
     let mut diags = Diagnostics::default();
     let mut pipeline = file.pipeline.clone();
     let mut stages: Vec<RawStage> = file.stages.clone();
+    let mut slurm = file.slurm.clone();
     for ov in overrides {
+        if let Some(key) = ov.path.strip_prefix("slurm.") {
+            slurm.insert(key.to_string(), ov.value.clone());
+            continue;
+        }
         apply_override(ov, &mut pipeline, &mut stages, &mut diags);
     }
+    let slurm = resolve_slurm(&slurm, &mut diags);
 
     let path = file.file.path.clone();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -161,6 +172,21 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
         }
         None => "cpu".into(),
     };
+    let executor = match pipeline.get("executor") {
+        Some(Located {
+            value: Value::Str(s),
+            ..
+        }) if EXECUTORS.contains(&s.as_str()) => s.clone(),
+        Some(v) => {
+            diags.push(Diagnostic::new(
+                v.source.clone(),
+                Some("pipeline.executor".into()),
+                format!("must be \"local\" or \"slurm\", got {}", v.value),
+            ));
+            "local".into()
+        }
+        None => "local".into(),
+    };
 
     let stage_names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
     let mut out = Vec::new();
@@ -183,6 +209,8 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
         seed,
         device,
         stages: out,
+        executor,
+        slurm,
     })
 }
 
@@ -220,7 +248,7 @@ fn apply_override(
                 Some(ov.path.clone()),
                 "cannot override this key",
             )
-            .with_help("overridable keys look like `pipeline.seed` or `stages.NAME.KEY`"),
+            .with_help("overridable keys look like `pipeline.seed`, `stages.NAME.KEY` or `slurm.KEY`"),
         ),
     }
 }

@@ -5,6 +5,7 @@
 //! hashes, so an upstream stage that reruns but writes identical bytes leaves its dependents cached.
 
 pub mod progress;
+pub mod slurm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

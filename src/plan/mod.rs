@@ -59,6 +59,10 @@ pub struct Plan {
     pub points: Vec<(SweepPoint, BTreeMap<String, NodeIndex>)>,
     /// Stage names in file order.
     pub stage_names: Vec<String>,
+    /// `[pipeline] executor` (`local` or `slurm`).
+    pub executor: String,
+    /// `[slurm]` job settings.
+    pub slurm: config::SlurmConfig,
 }
 
 /// What to build a plan from.
@@ -202,6 +206,8 @@ impl Plan {
             order,
             points: points.into_iter().zip(point_maps).collect(),
             stage_names: first.stages.iter().map(|s| s.name.clone()).collect(),
+            executor: first.executor.clone(),
+            slurm: first.slurm.clone(),
         }
     }
 
