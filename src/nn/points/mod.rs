@@ -33,6 +33,7 @@
 //! where `extra` is any value the caller passes (e.g. the data normalisation).
 
 pub mod dense;
+mod fast;
 mod flow;
 pub mod schedule;
 mod score;

@@ -163,8 +163,11 @@ pub(crate) struct DynamicsStep {
     pub batch_var: Vec<f64>,
 }
 
-/// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode).
+/// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode), on
+/// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
+/// ([`super::fast::loss_and_grads`]) against.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(test), expect(dead_code, reason = "reference implementation for tests"))]
 pub(crate) fn dynamics_loss_and_grads<E: Real>(
     dev: &Cpu,
     arch: &Arch,
@@ -234,7 +237,6 @@ pub fn train_dynamics(
         d,
         hidden: HIDDEN,
     };
-    let dev = Cpu::seed_from_u64(cfg.seed);
     let mut leaves = init_leaves(&arch, cfg.seed);
     let mut adam = Adam::new(&leaves, cfg.lr, cfg.weight_decay);
     let (mut rmean, mut rvar) = (vec![0.0; d], vec![1.0; d]);
@@ -260,8 +262,8 @@ pub fn train_dynamics(
             }
             let s = score.score(&xt, cfg.noise);
             let (k, z, scale) = tangents(cfg.divergence, cfg.probes, n, d, &mut rng);
-            let st = dynamics_loss_and_grads::<f32>(
-                &dev, &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
+            let st = super::fast::loss_and_grads::<f32>(
+                &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
             );
             if !st.loss.is_finite() {
                 bail!(
