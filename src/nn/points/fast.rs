@@ -78,15 +78,9 @@ impl Fast for f64 {
     }
 }
 
-/// Rows per parallel chunk of elementwise work (fixed, so results never depend on the thread count).
-const CHUNK_ROWS: usize = 512;
+/// Samples per chunk: the unit of parallel work (fixed, so results never depend on the thread count).
+const SAMPLE_CHUNK: usize = 64;
 
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        t => Parallelism::Rayon(t),
-    }
-}
 
 /// A row-major matrix operand, possibly viewed transposed.
 #[derive(Clone, Copy)]
@@ -161,7 +155,7 @@ fn matmul<F: Real>(dst: &mut [F], a: Op<'_, F>, b: Op<'_, F>) {
             false,
             false,
             false,
-            parallelism(),
+            Parallelism::None,
         );
     }
 }
@@ -211,65 +205,58 @@ fn layers<F: Real>(arch: &Arch, leaves: &[Vec<f64>]) -> Vec<Layer<F>> {
     }
 }
 
-/// The network input `[R, w]`: primal rows the encoding of `x`, tangent rows its JVP along `z`.
-fn input<F: Fast>(arch: &Arch, x: &[f64], z: &[f64], n: usize, k: usize) -> (Vec<F>, usize) {
+/// `v.resize(len)`: reuses the buffer's memory; callers overwrite every element.
+fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    v.resize(len, T::default());
+}
+
+/// Writes the network input `[R, w]` into `buf`: primal rows the encoding of `x`, tangent rows its JVP
+/// along `z` (`g` is scratch for the per-sample encoding derivative).
+fn input<F: Fast>(arch: &Arch, x: &[f64], z: &[f64], k: usize, buf: &mut Vec<F>, g: &mut Vec<F>) {
     let d = arch.d;
+    let n = x.len() / d;
     match arch.network {
         Network::Mlp => {
-            let mut v = Vec::with_capacity((k + 1) * n * d);
-            v.extend(x.iter().map(|&a| F::of(a)));
-            v.extend(z.iter().map(|&a| F::of(a)));
-            (v, d)
+            buf.clear();
+            buf.extend(x.iter().chain(z).map(|&a| F::of(a)));
         }
         Network::Kernel => {
             let w = 9 * d;
-            let mut buf = vec![F::default(); (k + 1) * n * w];
+            fit(buf, (k + 1) * n * w);
             // per-sample derivative factors of the encoding: [1, f cos(fx), -f sin(fx), ...]
-            let mut g = vec![F::default(); n * w];
+            fit(g, n * w);
             let (prim, tan) = buf.split_at_mut(n * w);
-            prim.par_chunks_mut(CHUNK_ROWS * w)
-                .zip(g.par_chunks_mut(CHUNK_ROWS * w))
-                .enumerate()
-                .for_each(|(ch, (pr, gr))| {
-                    for (r, (row, grow)) in pr.chunks_exact_mut(w).zip(gr.chunks_exact_mut(w)).enumerate() {
-                        let i = ch * CHUNK_ROWS + r;
-                        for c in 0..d {
-                            let xc = F::of(x[i * d + c]);
-                            row[c] = xc;
-                            grow[c] = F::ONE;
-                            for (fi, &f64f) in ENCODING_FREQUENCIES.iter().enumerate() {
-                                let f = F::of(f64f);
-                                let fx = xc * f;
-                                let (s, co) = (fx.sin_(), fx.cos_());
-                                row[(1 + 2 * fi) * d + c] = s;
-                                row[(2 + 2 * fi) * d + c] = co;
-                                grow[(1 + 2 * fi) * d + c] = co * f;
-                                grow[(2 + 2 * fi) * d + c] = s * F::of(-f64f);
-                            }
-                        }
+            for (i, (row, grow)) in prim.chunks_exact_mut(w).zip(g.chunks_exact_mut(w)).enumerate() {
+                for c in 0..d {
+                    let xc = F::of(x[i * d + c]);
+                    row[c] = xc;
+                    grow[c] = F::ONE;
+                    for (fi, &f64f) in ENCODING_FREQUENCIES.iter().enumerate() {
+                        let f = F::of(f64f);
+                        let fx = xc * f;
+                        let (s, co) = (fx.sin_(), fx.cos_());
+                        row[(1 + 2 * fi) * d + c] = s;
+                        row[(2 + 2 * fi) * d + c] = co;
+                        grow[(1 + 2 * fi) * d + c] = co * f;
+                        grow[(2 + 2 * fi) * d + c] = s * F::of(-f64f);
                     }
-                });
-            tan.par_chunks_mut(CHUNK_ROWS * w)
-                .enumerate()
-                .for_each(|(ch, rows)| {
-                    for (r, row) in rows.chunks_exact_mut(w).enumerate() {
-                        let jr = ch * CHUNK_ROWS + r; // j * n + i
-                        let i = jr % n;
-                        let zr = &z[jr * d..(jr + 1) * d];
-                        let grow = &g[i * w..(i + 1) * w];
-                        for blk in 0..9 {
-                            for c in 0..d {
-                                row[blk * d + c] = grow[blk * d + c] * F::of(zr[c]);
-                            }
-                        }
+                }
+            }
+            for (jr, (row, zr)) in tan.chunks_exact_mut(w).zip(z.chunks_exact(d)).enumerate() {
+                let i = jr % n; // row jr = j n + i
+                let grow = &g[i * w..(i + 1) * w];
+                for (rb, gb) in row.chunks_exact_mut(d).zip(grow.chunks_exact(d)) {
+                    for c in 0..d {
+                        rb[c] = gb[c] * F::of(zr[c]);
                     }
-                });
-            (buf, w)
+                }
+            }
         }
     }
 }
 
 /// Saved state of one hidden layer for the reverse pass.
+#[derive(Default)]
 struct Hidden<F> {
     /// Pre-activations `[R, H]` (primal rows: `h`; tangent rows: `P_t`).
     pre: Vec<F>,
@@ -278,48 +265,40 @@ struct Hidden<F> {
     spp: Vec<F>,
 }
 
-/// `(A, saved)` of a hidden layer applied to `inp` `[R, l.inp]`.
-fn hidden_forward<F: Fast>(l: &Layer<F>, inp: &[F], n: usize, rows: usize) -> (Vec<F>, Hidden<F>) {
+/// A hidden layer applied to `inp` `[R, l.inp]`: its output into `act`, its saved state into `s`.
+fn hidden_forward<F: Fast>(l: &Layer<F>, inp: &[F], n: usize, rows: usize, act: &mut Vec<F>, s: &mut Hidden<F>) {
     let h = l.out;
-    let mut pre = vec![F::default(); rows * h];
-    matmul(&mut pre, mat(inp, rows, l.inp), mat(&l.w, l.inp, h));
-    let mut act = vec![F::default(); rows * h];
-    let mut sp = vec![F::default(); n * h];
-    let mut spp = vec![F::default(); n * h];
-    let (pre_p, pre_t) = pre.split_at_mut(n * h);
+    fit(&mut s.pre, rows * h);
+    fit(act, rows * h);
+    fit(&mut s.sp, n * h);
+    fit(&mut s.spp, n * h);
+    matmul(&mut s.pre, mat(inp, rows, l.inp), mat(&l.w, l.inp, h));
+    let (pre_p, pre_t) = s.pre.split_at_mut(n * h);
     let (act_p, act_t) = act.split_at_mut(n * h);
     let two = F::ONE + F::ONE;
-    pre_p
-        .par_chunks_mut(CHUNK_ROWS * h)
-        .zip(act_p.par_chunks_mut(CHUNK_ROWS * h))
-        .zip(sp.par_chunks_mut(CHUNK_ROWS * h))
-        .zip(spp.par_chunks_mut(CHUNK_ROWS * h))
-        .for_each(|(((p, a), s1), s2)| {
-            for e in 0..p.len() {
-                let hv = p[e] + l.b[e % h];
-                p[e] = hv;
-                let s = F::ONE / (F::ONE + (F::default() - hv).exp_());
-                let oms = F::ONE - s;
-                a[e] = hv * s;
-                s1[e] = s * (F::ONE + hv * oms);
-                s2[e] = s * oms * (two + hv * (oms - s));
-            }
-        });
-    let sp_ref = &sp;
-    pre_t
-        .par_chunks(CHUNK_ROWS * h)
-        .zip(act_t.par_chunks_mut(CHUNK_ROWS * h))
-        .enumerate()
-        .for_each(|(ch, (p, a))| {
-            for (r, (pr, ar)) in p.chunks_exact(h).zip(a.chunks_exact_mut(h)).enumerate() {
-                let i = (ch * CHUNK_ROWS + r) % n;
-                let f = &sp_ref[i * h..(i + 1) * h];
-                for c in 0..h {
-                    ar[c] = f[c] * pr[c];
-                }
-            }
-        });
-    (act, Hidden { pre, sp, spp })
+    for (((p, a), s1), s2) in pre_p
+        .chunks_exact_mut(h)
+        .zip(act_p.chunks_exact_mut(h))
+        .zip(s.sp.chunks_exact_mut(h))
+        .zip(s.spp.chunks_exact_mut(h))
+    {
+        for c in 0..h {
+            let hv = p[c] + l.b[c];
+            p[c] = hv;
+            let sg = F::ONE / (F::ONE + (F::default() - hv).exp_());
+            let oms = F::ONE - sg;
+            a[c] = hv * sg;
+            s1[c] = sg * (F::ONE + hv * oms);
+            s2[c] = sg * oms * (two + hv * (oms - sg));
+        }
+    }
+    for (r, (pr, ar)) in pre_t.chunks_exact(h).zip(act_t.chunks_exact_mut(h)).enumerate() {
+        let i = r % n;
+        let f = &s.sp[i * h..(i + 1) * h];
+        for c in 0..h {
+            ar[c] = f[c] * pr[c];
+        }
+    }
 }
 
 /// Turns `dA` `[R, H]` into `dP` in place (see the module docs).
@@ -328,51 +307,39 @@ fn hidden_backward<F: Fast>(da: &mut [F], s: &Hidden<F>, n: usize, h: usize) {
     let pre_t = &s.pre[n * h..];
     let k = dt.len() / (n * h);
     // primal rows first: they read the tangent rows' dA before those are overwritten
-    {
-        let dt_ref = &*dt;
-        dp.par_chunks_mut(CHUNK_ROWS * h)
-            .enumerate()
-            .for_each(|(ch, rows)| {
-                let mut acc = vec![F::default(); h];
-                for (r, row) in rows.chunks_exact_mut(h).enumerate() {
-                    let i = ch * CHUNK_ROWS + r;
-                    acc.iter_mut().for_each(|v| *v = F::default());
-                    for j in 0..k {
-                        let o = (j * n + i) * h;
-                        let (g, p) = (&dt_ref[o..o + h], &pre_t[o..o + h]);
-                        for c in 0..h {
-                            acc[c] += g[c] * p[c];
-                        }
-                    }
-                    let (f1, f2) = (&s.sp[i * h..(i + 1) * h], &s.spp[i * h..(i + 1) * h]);
-                    for c in 0..h {
-                        row[c] = row[c] * f1[c] + acc[c] * f2[c];
-                    }
-                }
-            });
-    }
-    dt.par_chunks_mut(CHUNK_ROWS * h)
-        .enumerate()
-        .for_each(|(ch, rows)| {
-            for (r, row) in rows.chunks_exact_mut(h).enumerate() {
-                let i = (ch * CHUNK_ROWS + r) % n;
-                let f1 = &s.sp[i * h..(i + 1) * h];
-                for c in 0..h {
-                    row[c] *= f1[c];
-                }
+    let mut acc = vec![F::default(); h];
+    for (i, row) in dp.chunks_exact_mut(h).enumerate() {
+        acc.iter_mut().for_each(|v| *v = F::default());
+        for j in 0..k {
+            let o = (j * n + i) * h;
+            let (g, p) = (&dt[o..o + h], &pre_t[o..o + h]);
+            for c in 0..h {
+                acc[c] += g[c] * p[c];
             }
-        });
+        }
+        let (f1, f2) = (&s.sp[i * h..(i + 1) * h], &s.spp[i * h..(i + 1) * h]);
+        for c in 0..h {
+            row[c] = row[c] * f1[c] + acc[c] * f2[c];
+        }
+    }
+    for (r, row) in dt.chunks_exact_mut(h).enumerate() {
+        let i = r % n;
+        let f1 = &s.sp[i * h..(i + 1) * h];
+        for c in 0..h {
+            row[c] *= f1[c];
+        }
+    }
 }
 
-/// Column sums of the first `n` rows of `m` (`[.., w]`), sequential, in f64.
-fn bias_grad<F: Real>(m: &[F], n: usize, w: usize) -> Vec<f64> {
-    let mut acc = vec![F::default(); w];
+/// Column sums of the first `n` rows of `m` (`[.., w]`) into `acc`, sequential.
+fn bias_grad<F: Real>(m: &[F], n: usize, w: usize, acc: &mut Vec<F>) {
+    acc.clear();
+    acc.resize(w, F::default());
     for row in m[..n * w].chunks_exact(w) {
         for (a, v) in acc.iter_mut().zip(row) {
             *a += *v;
         }
     }
-    acc.into_iter().map(Real::f64).collect()
 }
 
 /// The output batch-norm in training mode with its tangent (f64, `o` `[R, d]`).
@@ -553,47 +520,139 @@ fn bn_loss_backward(
     (loss, d_o)
 }
 
-/// Forward state of the whole network.
-struct Forward<F> {
-    layers: Vec<Layer<F>>,
-    /// Input of every layer, `[R, inp]`.
+/// Forward state of the network on one chunk of samples (rows in the chunk's own `[(k+1) n_c]` order),
+/// and the chunk's scratch for the reverse pass; kept in a [`Workspace`] so that steps reuse memory.
+#[derive(Default)]
+struct Chunk<F> {
+    /// Input of every layer, `[R_c, inp]`.
     inputs: Vec<Vec<F>>,
     hidden: Vec<Hidden<F>>,
-    /// Pre-norm output `[R, d]` in f64.
-    out: Vec<f64>,
+    /// Pre-norm output `[R_c, d]`.
+    out: Vec<F>,
+    /// The chunk's points and tangents (gathered from the batch), encoding-derivative scratch.
+    x: Vec<f64>,
+    z: Vec<f64>,
+    g: Vec<F>,
+    /// Reverse pass: the running gradient and the previous layer's input gradient.
+    dcur: Vec<F>,
+    din: Vec<F>,
+    /// Per layer `(dW, db)` of this chunk.
+    grads: Vec<(Vec<F>, Vec<F>)>,
 }
 
-fn forward<F: Fast>(arch: &Arch, leaves: &[Vec<f64>], x: &[f64], z: &[f64], k: usize) -> Forward<F> {
+/// Reusable buffers of [`loss_and_grads_in`] (one set per sample chunk).
+pub(crate) struct Workspace<F> {
+    chunks: Vec<Chunk<F>>,
+}
+
+impl<F> Default for Workspace<F> {
+    fn default() -> Self {
+        Self { chunks: Vec::new() }
+    }
+}
+
+impl<F: Fast> Chunk<F> {
+    fn forward(&mut self, arch: &Arch, layers: &[Layer<F>], k: usize) {
+        let d = arch.d;
+        let n = self.x.len() / d;
+        let rows = (k + 1) * n;
+        let nh = layers.len() - 1;
+        self.inputs.resize_with(layers.len(), Vec::new);
+        self.hidden.resize_with(nh, Hidden::default);
+        input::<F>(arch, &self.x, &self.z, k, &mut self.inputs[0], &mut self.g);
+        for (li, l) in layers[..nh].iter().enumerate() {
+            let (done, rest) = self.inputs.split_at_mut(li + 1);
+            hidden_forward(l, &done[li], n, rows, &mut rest[0], &mut self.hidden[li]);
+        }
+        let last = &layers[nh];
+        fit(&mut self.out, rows * d);
+        matmul(&mut self.out, mat(&self.inputs[nh], rows, last.inp), mat(&last.w, last.inp, d));
+        for row in self.out[..n * d].chunks_exact_mut(d) {
+            for c in 0..d {
+                row[c] += last.b[c];
+            }
+        }
+    }
+
+    /// The reverse pass from `d loss / d o` already in `dcur` (`[R_c, d]`): per layer `(dW, db)`.
+    fn backward(&mut self, layers: &[Layer<F>], k: usize) {
+        let nl = layers.len();
+        let n = self.x.len() / layers[nl - 1].out;
+        let rows = (k + 1) * n;
+        self.grads.resize_with(nl, Default::default);
+        for li in (0..nl).rev() {
+            let l = &layers[li];
+            if li < nl - 1 {
+                hidden_backward(&mut self.dcur, &self.hidden[li], n, l.out);
+            }
+            let (dw, db) = &mut self.grads[li];
+            fit(dw, l.inp * l.out);
+            matmul(dw, mat(&self.inputs[li], rows, l.inp).t(), mat(&self.dcur, rows, l.out));
+            bias_grad(&self.dcur, n, l.out, db);
+            if li > 0 {
+                fit(&mut self.din, rows * l.inp);
+                matmul(&mut self.din, mat(&self.dcur, rows, l.out), mat(&l.w, l.inp, l.out).t());
+                std::mem::swap(&mut self.dcur, &mut self.din);
+            }
+        }
+    }
+}
+
+/// Sample ranges of the chunks of a batch of `n`.
+fn chunk_ranges(n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .step_by(SAMPLE_CHUNK)
+        .map(|i0| (i0, (i0 + SAMPLE_CHUNK).min(n)))
+        .collect()
+}
+
+/// Rows `[i0, i1)` of every block of `n` rows (`blocks` of them, rows `w` wide) into `out`: a chunk's
+/// slice of a primal-and-tangents buffer.
+fn gather_rows<T: Copy, U>(
+    v: &[T],
+    n: usize,
+    w: usize,
+    blocks: usize,
+    (i0, i1): (usize, usize),
+    out: &mut Vec<U>,
+    conv: impl Fn(T) -> U,
+) {
+    out.clear();
+    for b in 0..blocks {
+        out.extend(v[(b * n + i0) * w..(b * n + i1) * w].iter().map(|&a| conv(a)));
+    }
+}
+
+/// The forward pass on every chunk in parallel; returns the pre-norm output of the batch `[(k+1) n, d]`.
+fn forward_chunks<F: Fast>(
+    ws: &mut Workspace<F>,
+    arch: &Arch,
+    layers: &[Layer<F>],
+    x: &[f64],
+    z: &[f64],
+    k: usize,
+) -> Vec<f64> {
     let d = arch.d;
     let n = x.len() / d;
     assert_eq!(z.len(), k * n * d, "tangent buffer size");
-    let rows = (k + 1) * n;
-    let layers = layers::<F>(arch, leaves);
-    let (inp, _) = input::<F>(arch, x, z, n, k);
-    let mut inputs = vec![inp];
-    let mut hidden = Vec::new();
-    for l in &layers[..layers.len() - 1] {
-        let (a, s) = hidden_forward(l, inputs.last().expect("an input"), n, rows);
-        inputs.push(a);
-        hidden.push(s);
+    let ranges = chunk_ranges(n);
+    ws.chunks.resize_with(ranges.len(), Chunk::default);
+    ws.chunks.par_iter_mut().zip(&ranges).for_each(|(ch, &r)| {
+        gather_rows(x, n, d, 1, r, &mut ch.x, |a| a);
+        gather_rows(z, n, d, k, r, &mut ch.z, |a| a);
+        ch.forward(arch, layers, k);
+    });
+    let mut out = vec![0.0; (k + 1) * n * d];
+    for (&(i0, i1), ch) in ranges.iter().zip(&ws.chunks) {
+        let nc = i1 - i0;
+        for b in 0..=k {
+            out[(b * n + i0) * d..(b * n + i1) * d]
+                .iter_mut()
+                .zip(&ch.out[b * nc * d..(b + 1) * nc * d])
+                .for_each(|(o, v)| *o = v.f64());
+        }
     }
-    let last = layers.last().expect("an output layer");
-    let mut o = vec![F::default(); rows * d];
-    matmul(
-        &mut o,
-        mat(inputs.last().expect("an input"), rows, last.inp),
-        mat(&last.w, last.inp, d),
-    );
-    let mut out: Vec<f64> = o.into_iter().map(Real::f64).collect();
-    for (e, v) in out[..n * d].iter_mut().enumerate() {
-        *v += last.b[e % d].f64();
-    }
-    Forward {
-        layers,
-        inputs,
-        hidden,
-        out,
-    }
+    out
 }
 
 /// `(v, J_v z)` of the training-mode network (batch-norm with batch statistics), for tests.
@@ -606,13 +665,14 @@ pub(crate) fn flow_values<F: Fast>(
     k: usize,
     mode: BnTangent,
 ) -> (Vec<f64>, Vec<f64>) {
-    let fw = forward::<F>(arch, leaves, x, z, k);
-    let bn = bn_forward(&fw.out, x.len() / arch.d, arch.d, k, mode);
+    let layers = layers::<F>(arch, leaves);
+    let out = forward_chunks::<F>(&mut Workspace::default(), arch, &layers, x, z, k);
+    let bn = bn_forward(&out, x.len() / arch.d, arch.d, k, mode);
     (bn.y, bn.tv)
 }
 
-/// The dynamics loss and its leaf gradients on one batch, computed in `F` (f64 for the batch-norm and
-/// the loss); same contract as [`super::train::dynamics_loss_and_grads`].
+/// [`loss_and_grads_in`] with fresh buffers.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn loss_and_grads<F: Fast>(
     arch: &Arch,
@@ -624,36 +684,46 @@ pub(crate) fn loss_and_grads<F: Fast>(
     scale: f64,
     mode: BnTangent,
 ) -> DynamicsStep {
+    loss_and_grads_in::<F>(&mut Workspace::default(), arch, leaves, x, score, z, k, scale, mode)
+}
+
+/// The dynamics loss and its leaf gradients on one batch, computed in `F` (f64 for the batch-norm, the
+/// loss and the sum of the chunks' gradients) with the buffers of `ws`; same contract as
+/// [`super::train::dynamics_loss_and_grads`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn loss_and_grads_in<F: Fast>(
+    ws: &mut Workspace<F>,
+    arch: &Arch,
+    leaves: &[Vec<f64>],
+    x: &[f64],
+    score: &[f64],
+    z: &[f64],
+    k: usize,
+    scale: f64,
+    mode: BnTangent,
+) -> DynamicsStep {
     let d = arch.d;
     let n = x.len() / d;
-    let rows = (k + 1) * n;
-    let fw = forward::<F>(arch, leaves, x, z, k);
-    let bn = bn_forward(&fw.out, n, d, k, mode);
-    let (loss, d_o) = bn_loss_backward(&fw.out, &bn, n, d, k, z, score, scale, mode);
-    let nl = fw.layers.len();
-    // per layer (W grad [inp, out] in f64, b grad)
-    let mut grads: Vec<(Vec<f64>, Vec<f64>)> = Vec::with_capacity(nl);
-    let mut dcur: Vec<F> = d_o.iter().map(|&v| F::of(v)).collect();
-    for li in (0..nl).rev() {
-        let l = &fw.layers[li];
-        if li < nl - 1 {
-            hidden_backward(&mut dcur, &fw.hidden[li], n, l.out);
-        }
-        let mut dw = vec![F::default(); l.inp * l.out];
-        matmul(
-            &mut dw,
-            mat(&fw.inputs[li], rows, l.inp).t(),
-            mat(&dcur, rows, l.out),
-        );
-        let db = bias_grad(&dcur, n, l.out);
-        grads.push((dw.into_iter().map(Real::f64).collect(), db));
-        if li > 0 {
-            let mut din = vec![F::default(); rows * l.inp];
-            matmul(&mut din, mat(&dcur, rows, l.out), mat(&l.w, l.inp, l.out).t());
-            dcur = din;
+    let layers = layers::<F>(arch, leaves);
+    let out = forward_chunks(ws, arch, &layers, x, z, k);
+    let bn = bn_forward(&out, n, d, k, mode);
+    let (loss, d_o) = bn_loss_backward(&out, &bn, n, d, k, z, score, scale, mode);
+    let ranges = chunk_ranges(n);
+    ws.chunks.par_iter_mut().zip(&ranges).for_each(|(ch, &r)| {
+        gather_rows(&d_o, n, d, k + 1, r, &mut ch.dcur, F::of);
+        ch.backward(&layers, k);
+    });
+    // sum the chunks in order, in f64
+    let mut grads: Vec<(Vec<f64>, Vec<f64>)> = layers
+        .iter()
+        .map(|l| (vec![0.0; l.inp * l.out], vec![0.0; l.out]))
+        .collect();
+    for ch in &ws.chunks {
+        for ((gw, gb), (pw, pb)) in grads.iter_mut().zip(&ch.grads) {
+            gw.iter_mut().zip(pw).for_each(|(a, b)| *a += b.f64());
+            gb.iter_mut().zip(pb).for_each(|(a, b)| *a += b.f64());
         }
     }
-    grads.reverse();
     let mut out = Vec::new();
     for (li, (dw, db)) in grads.into_iter().enumerate() {
         if li == 0 && arch.network == Network::Kernel {

@@ -521,6 +521,7 @@ fn timings() {
             };
             for imp in [Imp::Fast, Imp::Dfdx] {
                 let mut fl = init_leaves(&arch, 0);
+                let mut ws = super::fast::Workspace::default();
                 let mut adam = super::train::Adam::new(&fl, 1e-2, 1e-5);
                 let ts: Vec<f64> = (0..10)
                     .map(|i| {
@@ -530,8 +531,8 @@ fn timings() {
                             tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
                         let (x, s, bt) = (&x, &s.data, BnTangent::Batched);
                         let st = match imp {
-                            Imp::Fast => super::fast::loss_and_grads::<f32>(
-                                &arch, &fl, x, s, &z, k, sc, bt,
+                            Imp::Fast => super::fast::loss_and_grads_in::<f32>(
+                                &mut ws, &arch, &fl, x, s, &z, k, sc, bt,
                             ),
                             Imp::Dfdx => dynamics_loss_and_grads::<f32>(
                                 &dev, &arch, &fl, x, s, &z, k, sc, bt,
@@ -578,4 +579,34 @@ fn timings() {
         "plain velocity_one: {:.2} us/point",
         t.elapsed().as_secs_f64() * 10.0
     );
+}
+
+#[test]
+#[ignore]
+fn prof_fast() {
+    use std::time::Instant;
+    let n = 2048;
+    for network in NETS {
+        let d = 2;
+        let arch = Arch { network, d, hidden: HIDDEN };
+        let fl = init_leaves(&arch, 0);
+        let x = randn(n * d, 1);
+        let sm = ScoreModel::init(d, 0);
+        let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
+        let (k, z, sc) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(0, "p"));
+        let mut ts = vec![];
+        let mut ss = vec![];
+        let mut ws = super::fast::Workspace::default();
+        for _ in 0..40 {
+            let t = Instant::now();
+            let _ = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
+            ss.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let _ = super::fast::loss_and_grads_in::<f32>(&mut ws, &arch, &fl, &x, &s.data, &z, k, sc, BnTangent::Batched);
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        ss.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        eprintln!("{network:?}: pass min {:.2} median {:.2} ms; score min {:.2} ms", ts[0], ts[20], ss[0]);
+    }
 }

@@ -246,6 +246,7 @@ pub fn train_dynamics(
         Divergence::Exact => BnTangent::SelfOnly,
     };
     let mut losses = Vec::with_capacity(cfg.epochs);
+    let mut ws = super::fast::Workspace::default();
     let mut step = 0u64;
     for epoch in 0..cfg.epochs {
         let batches = epoch_batches(data.n, cfg.batch, cfg.seed, "flow/shuffle", epoch);
@@ -262,8 +263,8 @@ pub fn train_dynamics(
             }
             let s = score.score(&xt, cfg.noise);
             let (k, z, scale) = tangents(cfg.divergence, cfg.probes, n, d, &mut rng);
-            let st = super::fast::loss_and_grads::<f32>(
-                &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
+            let st = super::fast::loss_and_grads_in::<f32>(
+                &mut ws, &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
             );
             if !st.loss.is_finite() {
                 bail!(
