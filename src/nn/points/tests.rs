@@ -62,6 +62,8 @@ fn tangent_pass_matches_finite_differences() {
             k,
             &BnMode::Batch(BnTangent::Batched),
         );
+        let (_, tv_fast) =
+            super::fast::flow_values::<f64>(&arch, &leaves, &x, &z, k, BnTangent::Batched);
         let h = 1e-5;
         let zero = vec![0.0; n * d];
         for j in 0..k {
@@ -91,6 +93,11 @@ fn tangent_pass_matches_finite_differences() {
                     "{net:?} batched jvp {fd} vs {}",
                     tv[j * n * d + e]
                 );
+                assert!(
+                    (fd - tv_fast[j * n * d + e]).abs() < 1e-7,
+                    "{net:?} batched jvp (fast pass) {fd} vs {}",
+                    tv_fast[j * n * d + e]
+                );
             }
         }
         // self-only: basis tangents give d v_i,c / d x_i,c with only sample i perturbed
@@ -103,6 +110,8 @@ fn tangent_pass_matches_finite_differences() {
             d,
             &BnMode::Batch(BnTangent::SelfOnly),
         );
+        let (_, tv_fast) =
+            super::fast::flow_values::<f64>(&arch, &leaves, &x, &z, d, BnTangent::SelfOnly);
         for i in 0..n {
             for c in 0..d {
                 let (mut xp, mut xm) = (x.clone(), x.clone());
@@ -129,6 +138,11 @@ fn tangent_pass_matches_finite_differences() {
                 assert!(
                     (fd - got).abs() < 1e-7,
                     "{net:?} self-only diag {fd} vs {got}"
+                );
+                let got = tv_fast[(c * n + i) * d + c];
+                assert!(
+                    (fd - got).abs() < 1e-7,
+                    "{net:?} self-only diag (fast pass) {fd} vs {got}"
                 );
             }
         }
@@ -411,13 +425,19 @@ fn fast_pass_matches_dfdx_graph() {
                     );
                 }
             };
-            let close = |a: &[f64], b: &[f64], tol: f64, what: &str| close_floor(a, b, tol, 0.0, what);
+            let close =
+                |a: &[f64], b: &[f64], tol: f64, what: &str| close_floor(a, b, tol, 0.0, what);
             let gmax = |g: &[Vec<f64>]| g.iter().fold(0.0f64, |m, v| m.max(maxabs(v)));
             close(&v0, &v1, 1e-11, "v");
             close(&tv0, &tv1, 1e-11, "tv");
             let a = loss_grads_f64(Imp::Dfdx, &arch, &leaves, &x, &s, &z, k, scale, bt);
             let b = loss_grads_f64(Imp::Fast, &arch, &leaves, &x, &s, &z, k, scale, bt);
-            assert!((a.loss - b.loss).abs() < 1e-11 * a.loss, "{} vs {}", a.loss, b.loss);
+            assert!(
+                (a.loss - b.loss).abs() < 1e-11 * a.loss,
+                "{} vs {}",
+                a.loss,
+                b.loss
+            );
             assert_eq!(a.grads.len(), b.grads.len());
             let floor = gmax(&a.grads);
             for (li, (ga, gb)) in a.grads.iter().zip(&b.grads).enumerate() {
@@ -442,7 +462,12 @@ fn fast_pass_matches_dfdx_graph() {
                 bt,
             );
             let b = super::fast::loss_and_grads::<f32>(&arch, &leaves, &x, &s, &z, k, scale, bt);
-            assert!((a.loss - b.loss).abs() < 1e-4 * a.loss, "f32 loss {} vs {}", a.loss, b.loss);
+            assert!(
+                (a.loss - b.loss).abs() < 1e-4 * a.loss,
+                "f32 loss {} vs {}",
+                a.loss,
+                b.loss
+            );
             let floor = gmax(&a.grads);
             for (li, (ga, gb)) in a.grads.iter().zip(&b.grads).enumerate() {
                 close_floor(ga, gb, 2e-3, 1e-2 * floor, &format!("f32 grad leaf {li}"));
@@ -473,6 +498,45 @@ fn flow_training_is_reproducible() {
         let (m2, l2) = train_dynamics(&data, &score, &cfg, &mut |_, _| {}).expect("trains");
         assert_eq!(l1, l2);
         assert_eq!(m1, m2);
+    }
+}
+
+/// The fast pass gives bit-identical results on 1 and 2 threads (the parallel unit is a fixed sample
+/// chunk, gemm runs sequentially inside it, and the chunks' gradients are summed in order).
+#[test]
+fn fast_pass_is_thread_count_independent() {
+    for net in NETS {
+        let (n, d) = (700, 3);
+        let arch = Arch {
+            network: net,
+            d,
+            hidden: HIDDEN,
+        };
+        let leaves = init_leaves(&arch, 31);
+        let (x, s) = (randn(n * d, 32), randn(n * d, 33));
+        let (k, z, scale) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(34, "probes"));
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| {
+                    super::fast::loss_and_grads::<f32>(
+                        &arch,
+                        &leaves,
+                        &x,
+                        &s,
+                        &z,
+                        k,
+                        scale,
+                        BnTangent::Batched,
+                    )
+                })
+        };
+        let (a, b) = (run(1), run(2));
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+        assert_eq!(a.grads, b.grads);
+        assert_eq!((a.batch_mean, a.batch_var), (b.batch_mean, b.batch_var));
     }
 }
 
@@ -579,34 +643,4 @@ fn timings() {
         "plain velocity_one: {:.2} us/point",
         t.elapsed().as_secs_f64() * 10.0
     );
-}
-
-#[test]
-#[ignore]
-fn prof_fast() {
-    use std::time::Instant;
-    let n = 2048;
-    for network in NETS {
-        let d = 2;
-        let arch = Arch { network, d, hidden: HIDDEN };
-        let fl = init_leaves(&arch, 0);
-        let x = randn(n * d, 1);
-        let sm = ScoreModel::init(d, 0);
-        let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
-        let (k, z, sc) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(0, "p"));
-        let mut ts = vec![];
-        let mut ss = vec![];
-        let mut ws = super::fast::Workspace::default();
-        for _ in 0..40 {
-            let t = Instant::now();
-            let _ = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
-            ss.push(t.elapsed().as_secs_f64() * 1e3);
-            let t = Instant::now();
-            let _ = super::fast::loss_and_grads_in::<f32>(&mut ws, &arch, &fl, &x, &s.data, &z, k, sc, BnTangent::Batched);
-            ts.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        ss.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        eprintln!("{network:?}: pass min {:.2} median {:.2} ms; score min {:.2} ms", ts[0], ts[20], ss[0]);
-    }
 }

@@ -167,7 +167,10 @@ pub(crate) struct DynamicsStep {
 /// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
 /// ([`super::fast::loss_and_grads`]) against.
 #[allow(clippy::too_many_arguments)]
-#[cfg_attr(not(test), expect(dead_code, reason = "reference implementation for tests"))]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "reference implementation for tests")
+)]
 pub(crate) fn dynamics_loss_and_grads<E: Real>(
     dev: &Cpu,
     arch: &Arch,
