@@ -165,7 +165,7 @@ pub(crate) struct DynamicsStep {
 
 /// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode), on
 /// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
-/// ([`super::fast::loss_and_grads`]) against.
+/// ([`super::fast::loss_and_grads_in`]) against.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
     not(test),
