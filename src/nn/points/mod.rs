@@ -2,7 +2,10 @@
 //! evaluated in plain Rust f64.
 //!
 //! Training needs autodiff, so it runs on dfdx tensors ([`tape`]); the divergence in the flow loss is an
-//! exact forward-mode tangent pass built from ordinary taped ops. Inference (rollouts, Jacobians,
+//! exact forward-mode tangent pass built from ordinary taped ops. The flow network's training step runs
+//! the same loss and exact gradient through a hand-written forward + reverse pass (module `fast`: gemm and
+//! rayon, ~5-10x faster than the taped graph on CPU), which tests hold against the dfdx graph and f64
+//! finite differences. Inference (rollouts, Jacobians,
 //! Lyapunov exponents) needs millions of tiny per-point evaluations and no autodiff, so trained weights
 //! are copied out into [`ScoreModel`] and [`FlowModel`], which are plain `Vec<f64>` networks.
 //!
@@ -33,6 +36,7 @@
 //! where `extra` is any value the caller passes (e.g. the data normalisation).
 
 pub mod dense;
+mod fast;
 mod flow;
 pub mod schedule;
 mod score;

@@ -62,6 +62,8 @@ fn tangent_pass_matches_finite_differences() {
             k,
             &BnMode::Batch(BnTangent::Batched),
         );
+        let (_, tv_fast) =
+            super::fast::flow_values::<f64>(&arch, &leaves, &x, &z, k, BnTangent::Batched);
         let h = 1e-5;
         let zero = vec![0.0; n * d];
         for j in 0..k {
@@ -91,6 +93,11 @@ fn tangent_pass_matches_finite_differences() {
                     "{net:?} batched jvp {fd} vs {}",
                     tv[j * n * d + e]
                 );
+                assert!(
+                    (fd - tv_fast[j * n * d + e]).abs() < 1e-7,
+                    "{net:?} batched jvp (fast pass) {fd} vs {}",
+                    tv_fast[j * n * d + e]
+                );
             }
         }
         // self-only: basis tangents give d v_i,c / d x_i,c with only sample i perturbed
@@ -103,6 +110,8 @@ fn tangent_pass_matches_finite_differences() {
             d,
             &BnMode::Batch(BnTangent::SelfOnly),
         );
+        let (_, tv_fast) =
+            super::fast::flow_values::<f64>(&arch, &leaves, &x, &z, d, BnTangent::SelfOnly);
         for i in 0..n {
             for c in 0..d {
                 let (mut xp, mut xm) = (x.clone(), x.clone());
@@ -129,6 +138,11 @@ fn tangent_pass_matches_finite_differences() {
                 assert!(
                     (fd - got).abs() < 1e-7,
                     "{net:?} self-only diag {fd} vs {got}"
+                );
+                let got = tv_fast[(c * n + i) * d + c];
+                assert!(
+                    (fd - got).abs() < 1e-7,
+                    "{net:?} self-only diag (fast pass) {fd} vs {got}"
                 );
             }
         }
@@ -196,7 +210,36 @@ fn plain_rust_inference_matches_dfdx() {
     assert_eq!(ScoreModel::from_leaves(d, &sm.to_leaves()), sm);
 }
 
-fn check_param_grads(div: Divergence, net: Network) {
+/// Which implementation of the dynamics loss a check runs on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Imp {
+    /// The taped dfdx graph (reference).
+    Dfdx,
+    /// The hand-written training pass of [`super::fast`].
+    Fast,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn loss_grads_f64(
+    imp: Imp,
+    arch: &Arch,
+    leaves: &[Vec<f64>],
+    x: &[f64],
+    s: &[f64],
+    z: &[f64],
+    k: usize,
+    scale: f64,
+    bt: BnTangent,
+) -> super::train::DynamicsStep {
+    match imp {
+        Imp::Dfdx => {
+            dynamics_loss_and_grads::<f64>(&Cpu::default(), arch, leaves, x, s, z, k, scale, bt)
+        }
+        Imp::Fast => super::fast::loss_and_grads::<f64>(arch, leaves, x, s, z, k, scale, bt),
+    }
+}
+
+fn check_param_grads_with(imp: Imp, div: Divergence, net: Network) {
     let (n, d) = (8, 2);
     let arch = Arch {
         network: net,
@@ -212,8 +255,7 @@ fn check_param_grads(div: Divergence, net: Network) {
     } else {
         BnTangent::Batched
     };
-    let dev = Cpu::default();
-    let st = dynamics_loss_and_grads::<f64>(&dev, &arch, &leaves, &x, &s, &z, k, scale, bt);
+    let st = loss_grads_f64(imp, &arch, &leaves, &x, &s, &z, k, scale, bt);
     let h = 1e-6;
     let mut checked = 0;
     let mut bad = 0;
@@ -222,14 +264,12 @@ fn check_param_grads(div: Divergence, net: Network) {
             let (mut lp, mut lm) = (leaves.clone(), leaves.clone());
             lp[li][j] += h;
             lm[li][j] -= h;
-            let fp =
-                dynamics_loss_and_grads::<f64>(&dev, &arch, &lp, &x, &s, &z, k, scale, bt).loss;
-            let fm =
-                dynamics_loss_and_grads::<f64>(&dev, &arch, &lm, &x, &s, &z, k, scale, bt).loss;
+            let fp = loss_grads_f64(imp, &arch, &lp, &x, &s, &z, k, scale, bt).loss;
+            let fm = loss_grads_f64(imp, &arch, &lm, &x, &s, &z, k, scale, bt).loss;
             let fd = (fp - fm) / (2.0 * h);
             let g = st.grads[li][j];
             if (fd - g).abs() > 1e-6 * (1.0 + g.abs()) {
-                eprintln!("{div:?} {net:?} leaf {li}[{j}]: fd {fd} vs {g}");
+                eprintln!("{imp:?} {div:?} {net:?} leaf {li}[{j}]: fd {fd} vs {g}");
                 bad += 1;
             }
             checked += 1;
@@ -237,6 +277,11 @@ fn check_param_grads(div: Divergence, net: Network) {
     }
     assert!(bad == 0, "{bad} mismatches");
     assert!(checked >= 24 && st.loss > 0.0);
+}
+
+fn check_param_grads(div: Divergence, net: Network) {
+    check_param_grads_with(Imp::Dfdx, div, net);
+    check_param_grads_with(Imp::Fast, div, net);
 }
 
 #[test]
@@ -338,6 +383,163 @@ fn short_training_on_two_peaks_reduces_losses_and_checkpoints_roundtrip() {
     );
 }
 
+/// The hand-written training pass against the dfdx graph: tangents, loss, every leaf gradient and the
+/// batch statistics, in f64 (to rounding) and in f32 at the training batch size (to f32 rounding).
+#[test]
+fn fast_pass_matches_dfdx_graph() {
+    for net in NETS {
+        for (div, d) in [
+            (Divergence::Hutchinson, 2),
+            (Divergence::Hutchinson, 3),
+            (Divergence::Exact, 2),
+            (Divergence::Exact, 3),
+        ] {
+            let arch = Arch {
+                network: net,
+                d,
+                hidden: HIDDEN,
+            };
+            let bt = if div == Divergence::Exact {
+                BnTangent::SelfOnly
+            } else {
+                BnTangent::Batched
+            };
+            // f64, odd sizes (chunk boundaries inside the probe blocks)
+            let n = 1031;
+            let leaves = init_leaves(&arch, 21);
+            let x = randn(n * d, 22);
+            let s = randn(n * d, 23);
+            let (k, z, scale) = tangents(div, 5, n, d, &mut stream(24, "probes"));
+            let (v0, tv0) = fwd(&arch, &leaves, &x, &z, k, &BnMode::Batch(bt));
+            let (v1, tv1) = super::fast::flow_values::<f64>(&arch, &leaves, &x, &z, k, bt);
+            let maxabs = |a: &[f64]| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            // relative to the largest entry of `a`, or `floor` where `a` is (nearly) zero, e.g. the
+            // output bias, whose gradient the batch-norm cancels
+            let close_floor = |a: &[f64], b: &[f64], tol: f64, floor: f64, what: &str| {
+                assert_eq!(a.len(), b.len(), "{what} length");
+                let scale = maxabs(a).max(floor).max(1e-30);
+                for (e, (p, q)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= tol * scale,
+                        "{net:?} {div:?} d={d} {what}[{e}]: {p} vs {q} (scale {scale})"
+                    );
+                }
+            };
+            let close =
+                |a: &[f64], b: &[f64], tol: f64, what: &str| close_floor(a, b, tol, 0.0, what);
+            let gmax = |g: &[Vec<f64>]| g.iter().fold(0.0f64, |m, v| m.max(maxabs(v)));
+            close(&v0, &v1, 1e-11, "v");
+            close(&tv0, &tv1, 1e-11, "tv");
+            let a = loss_grads_f64(Imp::Dfdx, &arch, &leaves, &x, &s, &z, k, scale, bt);
+            let b = loss_grads_f64(Imp::Fast, &arch, &leaves, &x, &s, &z, k, scale, bt);
+            assert!(
+                (a.loss - b.loss).abs() < 1e-11 * a.loss,
+                "{} vs {}",
+                a.loss,
+                b.loss
+            );
+            assert_eq!(a.grads.len(), b.grads.len());
+            let floor = gmax(&a.grads);
+            for (li, (ga, gb)) in a.grads.iter().zip(&b.grads).enumerate() {
+                close_floor(ga, gb, 1e-10, 1e-3 * floor, &format!("grad leaf {li}"));
+            }
+            close(&a.batch_mean, &b.batch_mean, 1e-12, "batch mean");
+            close(&a.batch_var, &b.batch_var, 1e-12, "batch var");
+            // f32 at the training size: agree to f32 rounding
+            let n = 2048;
+            let x = randn(n * d, 25);
+            let s = randn(n * d, 26);
+            let (k, z, scale) = tangents(div, 10, n, d, &mut stream(27, "probes"));
+            let a = dynamics_loss_and_grads::<f32>(
+                &Cpu::default(),
+                &arch,
+                &leaves,
+                &x,
+                &s,
+                &z,
+                k,
+                scale,
+                bt,
+            );
+            let b = super::fast::loss_and_grads::<f32>(&arch, &leaves, &x, &s, &z, k, scale, bt);
+            assert!(
+                (a.loss - b.loss).abs() < 1e-4 * a.loss,
+                "f32 loss {} vs {}",
+                a.loss,
+                b.loss
+            );
+            let floor = gmax(&a.grads);
+            for (li, (ga, gb)) in a.grads.iter().zip(&b.grads).enumerate() {
+                close_floor(ga, gb, 2e-3, 1e-2 * floor, &format!("f32 grad leaf {li}"));
+            }
+        }
+    }
+}
+
+/// Flow training is bit-reproducible for a seed (the hand-written pass, gemm and rayon included).
+#[test]
+fn flow_training_is_reproducible() {
+    let data = two_peaks(
+        &TwoPeaksParams {
+            n: 1500,
+            ..Default::default()
+        },
+        3,
+    );
+    let score = ScoreModel::init(2, 1);
+    for network in NETS {
+        let cfg = DynamicsTrainConfig {
+            network,
+            epochs: 3,
+            batch: 512,
+            ..Default::default()
+        };
+        let (m1, l1) = train_dynamics(&data, &score, &cfg, &mut |_, _| {}).expect("trains");
+        let (m2, l2) = train_dynamics(&data, &score, &cfg, &mut |_, _| {}).expect("trains");
+        assert_eq!(l1, l2);
+        assert_eq!(m1, m2);
+    }
+}
+
+/// The fast pass gives bit-identical results on 1 and 2 threads (the parallel unit is a fixed sample
+/// chunk, gemm runs sequentially inside it, and the chunks' gradients are summed in order).
+#[test]
+fn fast_pass_is_thread_count_independent() {
+    for net in NETS {
+        let (n, d) = (700, 3);
+        let arch = Arch {
+            network: net,
+            d,
+            hidden: HIDDEN,
+        };
+        let leaves = init_leaves(&arch, 31);
+        let (x, s) = (randn(n * d, 32), randn(n * d, 33));
+        let (k, z, scale) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(34, "probes"));
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| {
+                    super::fast::loss_and_grads::<f32>(
+                        &arch,
+                        &leaves,
+                        &x,
+                        &s,
+                        &z,
+                        k,
+                        scale,
+                        BnTangent::Batched,
+                    )
+                })
+        };
+        let (a, b) = (run(1), run(2));
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+        assert_eq!(a.grads, b.grads);
+        assert_eq!((a.batch_mean, a.batch_var), (b.batch_mean, b.batch_var));
+    }
+}
+
 /// Timings for the report (`cargo test --release --lib nn::points::tests::timings -- --ignored --nocapture`,
 /// with `RAYON_NUM_THREADS=2`).
 #[test]
@@ -346,9 +548,10 @@ fn timings() {
     use crate::science::lyapunov::{bounded_starts, largest_exponents, TwoTrajectoryConfig};
     use crate::science::points::{lorenz, standardize, LorenzDataParams};
     use std::time::Instant;
+    // median and minimum (the minimum is the better estimate on a machine shared with other jobs)
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-        v[v.len() / 2]
+        format!("median {:.2} ms (min {:.2} ms)", v[v.len() / 2], v[0])
     };
     let t0 = Instant::now();
     let mut lz = lorenz(&LorenzDataParams::default(), 0);
@@ -374,38 +577,44 @@ fn timings() {
                 t.elapsed().as_secs_f64() * 1e3
             })
             .collect();
-        eprintln!("score train step d={d} batch 2048: {:.2} ms", median(ts));
-        let arch = Arch {
-            network: Network::Kernel,
-            d,
-            hidden: HIDDEN,
-        };
-        let mut fl = init_leaves(&arch, 0);
-        let mut adam = super::train::Adam::new(&fl, 1e-2, 1e-5);
-        let ts: Vec<f64> = (0..10)
-            .map(|i| {
-                let t = Instant::now();
-                let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
-                let (k, z, sc) = tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
-                let st = dynamics_loss_and_grads::<f32>(
-                    &dev,
-                    &arch,
-                    &fl,
-                    &x,
-                    &s.data,
-                    &z,
-                    k,
-                    sc,
-                    BnTangent::Batched,
+        eprintln!("score train step d={d} batch 2048: {}", median(ts));
+        for network in NETS {
+            let arch = Arch {
+                network,
+                d,
+                hidden: HIDDEN,
+            };
+            for imp in [Imp::Fast, Imp::Dfdx] {
+                let mut fl = init_leaves(&arch, 0);
+                let mut ws = super::fast::Workspace::default();
+                let mut adam = super::train::Adam::new(&fl, 1e-2, 1e-5);
+                let ts: Vec<f64> = (0..if imp == Imp::Fast { 30 } else { 10 })
+                    .map(|i| {
+                        let t = Instant::now();
+                        let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
+                        let (k, z, sc) =
+                            tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
+                        let (x, s, bt) = (&x, &s.data, BnTangent::Batched);
+                        let st = match imp {
+                            Imp::Fast => super::fast::loss_and_grads_in::<f32>(
+                                &mut ws, &arch, &fl, x, s, &z, k, sc, bt,
+                            ),
+                            Imp::Dfdx => dynamics_loss_and_grads::<f32>(
+                                &dev, &arch, &fl, x, s, &z, k, sc, bt,
+                            ),
+                        };
+                        adam.step(&mut fl, &st.grads);
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                eprintln!(
+                    "dynamics train step ({}, {imp:?}) d={d} batch 2048, 10 probes, {} threads: {}",
+                    network.name(),
+                    rayon::current_num_threads(),
+                    median(ts)
                 );
-                adam.step(&mut fl, &st.grads);
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        eprintln!(
-            "dynamics train step (kernel) d={d} batch 2048, 10 probes: {:.1} ms",
-            median(ts)
-        );
+            }
+        }
     }
     let model = FlowModel::random(Network::Kernel, 3, 0, Some(&lz.head(4096)));
     let f = |x: &[f64], o: &mut [f64]| model.velocity_one(x, o);

@@ -163,8 +163,14 @@ pub(crate) struct DynamicsStep {
     pub batch_var: Vec<f64>,
 }
 
-/// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode).
+/// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode), on
+/// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
+/// ([`super::fast::loss_and_grads_in`]) against.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "reference implementation for tests")
+)]
 pub(crate) fn dynamics_loss_and_grads<E: Real>(
     dev: &Cpu,
     arch: &Arch,
@@ -234,7 +240,6 @@ pub fn train_dynamics(
         d,
         hidden: HIDDEN,
     };
-    let dev = Cpu::seed_from_u64(cfg.seed);
     let mut leaves = init_leaves(&arch, cfg.seed);
     let mut adam = Adam::new(&leaves, cfg.lr, cfg.weight_decay);
     let (mut rmean, mut rvar) = (vec![0.0; d], vec![1.0; d]);
@@ -244,6 +249,7 @@ pub fn train_dynamics(
         Divergence::Exact => BnTangent::SelfOnly,
     };
     let mut losses = Vec::with_capacity(cfg.epochs);
+    let mut ws = super::fast::Workspace::default();
     let mut step = 0u64;
     for epoch in 0..cfg.epochs {
         let batches = epoch_batches(data.n, cfg.batch, cfg.seed, "flow/shuffle", epoch);
@@ -260,8 +266,8 @@ pub fn train_dynamics(
             }
             let s = score.score(&xt, cfg.noise);
             let (k, z, scale) = tangents(cfg.divergence, cfg.probes, n, d, &mut rng);
-            let st = dynamics_loss_and_grads::<f32>(
-                &dev, &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
+            let st = super::fast::loss_and_grads_in::<f32>(
+                &mut ws, &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
             );
             if !st.loss.is_finite() {
                 bail!(
