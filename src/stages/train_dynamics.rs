@@ -27,7 +27,7 @@ impl StageKind for TrainDynamics {
         "train_dynamics"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "Points: trains a flow network v (kernel: positional encoding + 2 SiLU layers + output batch-norm; or \
