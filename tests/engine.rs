@@ -418,6 +418,17 @@ seed_key = "stages.noisy.seed"
     );
     let r = p.run(&["run", &f2]);
     assert_eq!(r.ran().len(), 2, "{}", r.stdout);
+    // Profiles and --set reshape the sweep too.
+    let r = p.run(&["run", &f2, "--set", "sweep.seeds=1", "--dry-run"]);
+    assert_eq!(r.cached().len(), 1 + 2, "{}", r.stdout);
+    let r = p.run(&[
+        "run",
+        &f2,
+        "--set",
+        "sweep.grid.stages.noisy.std=[0.25]",
+        "--dry-run",
+    ]);
+    assert_eq!(r.cached().len(), 1 + 4, "{}", r.stdout);
     // A malformed sweep is an error with line and key.
     let p = Project::new();
     let bad = p.pipeline("bad.toml", "[stages.a]\nkind = \"dataset\"\n[sweep.zip]\n\"stages.a.n\" = [1, 2]\n\"stages.a.std\" = [0.1]\n");

@@ -248,7 +248,9 @@ fn apply_override(
                 Some(ov.path.clone()),
                 "cannot override this key",
             )
-            .with_help("overridable keys look like `pipeline.seed`, `stages.NAME.KEY` or `slurm.KEY`"),
+            .with_help(
+                "overridable keys look like `pipeline.seed`, `stages.NAME.KEY` or `slurm.KEY`",
+            ),
         ),
     }
 }

@@ -192,7 +192,15 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
                 Outcome {
                     label: inst.label.clone(),
                     kind,
-                    status: Status::WouldRun(format!("input {} will run", blocked.join(", "))),
+                    status: Status::WouldRun(if blocked.len() <= 4 {
+                        format!("input {} will run", blocked.join(", "))
+                    } else {
+                        format!(
+                            "{} inputs will run ({}, ...)",
+                            blocked.len(),
+                            blocked[..3].join(", ")
+                        )
+                    }),
                     key: None,
                     dir: None,
                     seconds: 0.0,

@@ -85,7 +85,12 @@ impl Plan {
             base.extend(config::profile_overrides(&file, p)?);
         }
         base.extend(req.sets.iter().cloned());
-        let points = expand(&file.sweep)?;
+        // `sweep.*` overrides (e.g. a paper profile with `sweep.seeds = 100`) reshape the sweep itself.
+        let (sweep_overrides, base): (Vec<Override>, Vec<Override>) =
+            base.into_iter().partition(|o| o.path.starts_with("sweep."));
+        let mut sweep_table = file.sweep.clone();
+        sweep::apply_overrides(&mut sweep_table, &sweep_overrides)?;
+        let points = expand(&sweep_table)?;
 
         // Validate every point; report each distinct problem once.
         let mut configs = Vec::with_capacity(points.len());

@@ -19,6 +19,41 @@ pub fn axis_name(path: &str) -> String {
     path.strip_prefix("stages.").unwrap_or(path).to_string()
 }
 
+/// Applies `sweep.seeds`, `sweep.seed_key`, `sweep.grid.KEY` and `sweep.zip.KEY` overrides to the table.
+pub fn apply_overrides(sweep: &mut RawSweep, overrides: &[Override]) -> Result<(), Diagnostics> {
+    let mut diags = Diagnostics::default();
+    for ov in overrides {
+        let rest = ov.path.strip_prefix("sweep.").unwrap_or(&ov.path);
+        let axis = |list: &mut Vec<Override>, key: &str| {
+            // `sweep.grid."stages.a.n"` and `sweep.grid.stages.a.n` name the same axis.
+            let key = key.trim_matches('"');
+            let axis = Override {
+                path: key.to_string(),
+                value: ov.value.clone(),
+            };
+            match list.iter_mut().find(|a| a.path == key) {
+                Some(existing) => *existing = axis,
+                None => list.push(axis),
+            }
+        };
+        if rest == "seeds" {
+            sweep.seeds = Some(ov.value.clone());
+        } else if rest == "seed_key" {
+            sweep.seed_key = Some(ov.value.clone());
+        } else if let Some(key) = rest.strip_prefix("grid.") {
+            axis(&mut sweep.grid, key);
+        } else if let Some(key) = rest.strip_prefix("zip.") {
+            axis(&mut sweep.zip, key);
+        } else {
+            diags.push(
+                Diagnostic::new(ov.value.source.clone(), Some(ov.path.clone()), "cannot override this sweep key")
+                    .with_help("sweep keys: sweep.seeds, sweep.seed_key, sweep.grid.\"stages.NAME.KEY\", sweep.zip.\"stages.NAME.KEY\""),
+            );
+        }
+    }
+    diags.into_result(())
+}
+
 /// Expands the sweep (a single empty point when there is none).
 pub fn expand(sweep: &RawSweep) -> Result<Vec<SweepPoint>, Diagnostics> {
     let mut diags = Diagnostics::default();
