@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod flow;
 pub mod io;
 pub mod logging;
 pub mod nn;

@@ -276,6 +276,29 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Flow {
+            pipeline,
+            stage,
+            points,
+            out,
+            trajectory,
+            steps,
+            dt,
+            model_units,
+        } => {
+            let plan = build_plan(pipeline)?;
+            let cache = cache_for(cli, &plan.path);
+            flow_command(
+                &plan,
+                &cache,
+                stage,
+                points,
+                out.as_deref(),
+                trajectory.then_some((*steps, *dt)),
+                *model_units,
+                threads,
+            )
+        }
         Command::Gc { keep, dry_run } => gc(cli, keep, *dry_run, threads),
         Command::Kinds { markdown } => {
             print!(
@@ -696,4 +719,148 @@ pub fn kinds_markdown() -> String {
     }
     let _ = BTreeMap::<(), ()>::new();
     out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flow_command(
+    plan: &Plan,
+    cache: &Cache,
+    stage: &str,
+    points: &Path,
+    out: Option<&Path>,
+    trajectory: Option<(usize, f64)>,
+    model_units: bool,
+    threads: usize,
+) -> Result<(), Failure> {
+    use crate::flow::{PointFlow, Units};
+    let nodes: Vec<_> = plan
+        .order
+        .iter()
+        .copied()
+        .filter(|n| plan.graph[*n].label == stage || plan.graph[*n].stage == stage)
+        .collect();
+    let node = match nodes.as_slice() {
+        [] => {
+            return Err(Failure::Usage(
+                plan.select(&[stage.to_string()])
+                    .err()
+                    .unwrap_or_else(|| format!("no stage `{stage}`")),
+            ))
+        }
+        [one] => *one,
+        many => {
+            let labels: Vec<&str> = many.iter().map(|n| plan.graph[*n].label.as_str()).collect();
+            return Err(Failure::Usage(format!(
+                "stage `{stage}` has {} instances; name one: {}",
+                many.len(),
+                labels.join(", ")
+            )));
+        }
+    };
+    let inst = &plan.graph[node];
+    let kind = inst.kind.name();
+    if kind != "train_dynamics" && kind != "training_free" {
+        return Err(Failure::Usage(format!(
+            "stage `{}` is a `{kind}` stage, not a flow; use a `train_dynamics` or `training_free` stage",
+            inst.label
+        )));
+    }
+    let selected = plan.select(&[inst.label.clone()]).map_err(Failure::Usage)?;
+    let summary = exec::run(
+        plan,
+        cache,
+        &selected,
+        &RunOptions {
+            dry_run: true,
+            jobs: 1,
+            threads,
+            ..RunOptions::default()
+        },
+    );
+    let dir_of = |label: &str| {
+        summary
+            .outcomes
+            .iter()
+            .find(|o| o.label == label)
+            .and_then(|o| o.dir.clone())
+    };
+    let entry = dir_of(&inst.label).ok_or_else(|| {
+        Failure::Usage(format!(
+            "stage `{}` is not cached yet; run `eqflow run {} {}` first",
+            inst.label,
+            plan.path.display(),
+            inst.label
+        ))
+    })?;
+    let score_entry = inst
+        .inputs
+        .get("score")
+        .and_then(|u| dir_of(&plan.graph[*u].label));
+    let flow =
+        PointFlow::from_entry(kind, &entry, score_entry.as_deref()).map_err(Failure::Other)?;
+    let pts = crate::io::read_points(points).map_err(|e| Failure::Usage(format!("{e:#}")))?;
+    if pts.d != flow.dim() {
+        return Err(Failure::Usage(format!(
+            "{} has {} column(s) but the flow of stage `{}` is {}-D",
+            points.display(),
+            pts.d,
+            inst.label,
+            flow.dim()
+        )));
+    }
+    let units = if model_units {
+        Units::Model
+    } else {
+        Units::Data
+    };
+    let d = pts.d;
+    let (shape, data, header) = match trajectory {
+        None => {
+            let v = flow.velocity(&pts.data, units).map_err(Failure::Other)?;
+            (
+                vec![pts.n, d],
+                v,
+                (0..d).map(|k| format!("v{}", k + 1)).collect::<Vec<_>>(),
+            )
+        }
+        Some((steps, dt)) => {
+            let t = flow
+                .trajectory(&pts.data, steps, dt, units)
+                .map_err(Failure::Other)?;
+            (
+                vec![steps + 1, pts.n, d],
+                t,
+                (0..d).map(|k| format!("x{}", k + 1)).collect(),
+            )
+        }
+    };
+    let is_npy = out.is_some_and(|p| p.extension().is_some_and(|e| e == "npy"));
+    if is_npy {
+        let path = out.expect("checked above");
+        crate::io::write_npy(path, &crate::io::Tensor::F64 { shape, data })
+            .map_err(Failure::Other)?;
+        return Ok(());
+    }
+    let mut text = String::new();
+    let traj = shape.len() == 3;
+    let _ = writeln!(
+        text,
+        "{}{}",
+        if traj { "step,point," } else { "" },
+        header.join(",")
+    );
+    for (r, row) in data.chunks(d).enumerate() {
+        let vals: Vec<String> = row.iter().map(|v| format!("{v:.17e}")).collect();
+        if traj {
+            let _ = writeln!(text, "{},{},{}", r / pts.n, r % pts.n, vals.join(","));
+        } else {
+            let _ = writeln!(text, "{}", vals.join(","));
+        }
+    }
+    match out {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| Failure::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?,
+        None => print!("{text}"),
+    }
+    Ok(())
 }

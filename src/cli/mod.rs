@@ -127,6 +127,32 @@ pub enum Command {
         #[arg(long, short = 'o', value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Evaluate a stage's flow v(x) = dx/dt at your points, or integrate trajectories from them (RK4).
+    Flow {
+        /// The pipeline.
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// A `train_dynamics` or `training_free` stage (name or instance label).
+        stage: String,
+        /// Points: CSV (header optional) or .npy [N, d], in the units of the original snapshots.
+        #[arg(long, value_name = "FILE")]
+        points: PathBuf,
+        /// Output file (.csv or .npy); default: CSV on standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Integrate trajectories from the points instead of evaluating v.
+        #[arg(long)]
+        trajectory: bool,
+        /// Trajectory steps.
+        #[arg(long, default_value_t = 100, requires = "trajectory")]
+        steps: usize,
+        /// Trajectory time step.
+        #[arg(long, default_value_t = 0.1, requires = "trajectory")]
+        dt: f64,
+        /// Points and velocities in the model's standardised units rather than the data's.
+        #[arg(long)]
+        model_units: bool,
+    },
     /// Remove cache entries that no given pipeline reaches.
     Gc {
         /// Pipelines whose entries are kept (default: every `pipelines/*.toml` under the current directory).
