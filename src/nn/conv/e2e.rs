@@ -152,6 +152,7 @@ fn alignment_end_to_end() {
     let t2 = Instant::now();
     let acfg = AlignmentConfig {
         seeds: 1,
+        denoised: env("DENOISED", 1) == 1,
         ..Default::default()
     };
     let res = alignment(&p, &eval, size, size, &flows, &sf, &acfg);
