@@ -511,13 +511,34 @@ fn a_failed_stage_stops_its_dependents_and_independent_branches_finish() {
     );
     let r = p.run(&["run", &f]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("FAILED") && r.stdout.contains("bad.csv: row 2, column 2: `oops` is not a number"), "{}", r.stdout);
-    assert!(r.stdout.contains("skipped") && r.stdout.contains("input `user` failed"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAILED")
+            && r.stdout
+                .contains("bad.csv: row 2, column 2: `oops` is not a number"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("skipped") && r.stdout.contains("input `user` failed"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(r.ran(), vec!["other"]);
-    assert_eq!(p.entries().len(), 1, "only the independent branch is cached");
+    assert_eq!(
+        p.entries().len(),
+        1,
+        "only the independent branch is cached"
+    );
     // A missing path parameter is caught before anything runs, with its line.
-    let g = p.pipeline("missing.toml", "[stages.user]\nkind = \"dataset\"\nname = \"points\"\npath = \"nope.csv\"\n");
+    let g = p.pipeline(
+        "missing.toml",
+        "[stages.user]\nkind = \"dataset\"\nname = \"points\"\npath = \"nope.csv\"\n",
+    );
     let r = p.run(&["run", &g]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("pipelines/missing.toml:4:8") && r.stderr.contains("file not found"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pipelines/missing.toml:4:8") && r.stderr.contains("file not found"),
+        "{}",
+        r.stderr
+    );
 }

@@ -315,12 +315,22 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
 }
 
 fn build_plan(args: &PipelineArgs) -> Result<Plan, Failure> {
-    let sets = args
+    let mut sets = args
         .sets
         .iter()
         .map(|s| Override::parse_cli(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::Usage)?;
+    if let Some(device) = &args.device {
+        // `--device` is shorthand for `--set pipeline.device=...`.
+        sets.push(Override {
+            path: "pipeline.device".into(),
+            value: crate::config::Located {
+                value: crate::config::Value::Str(device.clone()),
+                source: crate::config::Source::Cli(format!("--device {device}")),
+            },
+        });
+    }
     Ok(Plan::build(&PlanRequest {
         path: args.file.clone(),
         profile: args.profile.clone(),
@@ -596,6 +606,7 @@ fn gc(cli: &Cli, keep: &[PathBuf], dry_run: bool, threads: usize) -> Result<(), 
             file: f.clone(),
             sets: Vec::new(),
             profile: None,
+            device: None,
         })?;
         // Every profile's instances are reachable too.
         let mut plans = vec![plan];

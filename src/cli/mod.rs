@@ -41,6 +41,9 @@ pub struct PipelineArgs {
     /// Apply `[profiles.NAME]` (e.g. `paper` for the paper's full scale).
     #[arg(long)]
     pub profile: Option<String>,
+    /// Compute device, overriding `[pipeline] device` (`cpu` or `cuda`; part of every cache key).
+    #[arg(long, value_parser = ["cpu", "cuda"])]
+    pub device: Option<String>,
 }
 
 /// Subcommands.

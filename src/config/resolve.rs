@@ -172,6 +172,15 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
         }
         None => "cpu".into(),
     };
+    if device == "cuda" && !cfg!(feature = "cuda") {
+        let src = pipeline
+            .get("device")
+            .map_or(Source::Default, |v| v.source.clone());
+        diags.push(
+            Diagnostic::new(src, Some("pipeline.device".into()), "this eqflow was built without CUDA support")
+                .with_help("build with `cargo build --release --features cuda` on a machine with the CUDA toolkit, or use device = \"cpu\""),
+        );
+    }
     let executor = match pipeline.get("executor") {
         Some(Located {
             value: Value::Str(s),
