@@ -1,5 +1,6 @@
 //! File formats shared by stages: tensors in safetensors (and .npy for numpy users), JSON sidecars.
 
+pub mod icon;
 pub mod points_file;
 pub mod tensors;
 
