@@ -143,7 +143,7 @@ impl BuiltinIcon {
                 (mix(WHITE, CYAN, t.powf(0.8)), 1.0)
             }
             Self::Dots => {
-                let (radius, off, rim) = (0.44, 0.47, 0.08);
+                let (radius, off, rim) = (0.47, 0.45, 0.08);
                 for (cy, col) in [(-off, CYAN), (off, RED)] {
                     let d = (u * u + (v - cy) * (v - cy)).sqrt();
                     if d <= radius {
