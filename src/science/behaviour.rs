@@ -90,7 +90,8 @@ pub fn behaviour_series(
 ) -> BehaviourSeries {
     let (hf, wf) = (h as f64, w as f64);
     // Per frame: (wrapped position, velocity if usable for motion statistics).
-    let mut at: Vec<Vec<([f64; 2], Option<[f64; 2]>)>> = vec![Vec::new(); n_frames];
+    type Seen = ([f64; 2], Option<[f64; 2]>);
+    let mut at: Vec<Vec<Seen>> = vec![Vec::new(); n_frames];
     for t in tracks {
         let vel = t.velocities().filter(|_| t.len() >= cfg.min_track_len);
         for (k, (&f, p)) in t.frames.iter().zip(&t.positions).enumerate() {
@@ -412,7 +413,7 @@ pub struct Verdict {
 /// Judges a summary (see the module docs for the rules).
 pub fn verdict(s: &Summary, th: &Thresholds) -> Verdict {
     let over = &s.over;
-    if !(s.count.mean >= th.min_count) {
+    if s.count.mean.is_nan() || s.count.mean < th.min_count {
         let text = format!(
             "no creatures emerged ({} creatures per frame over {over}, fewer than {})",
             s.count.show(1),
@@ -425,7 +426,7 @@ pub fn verdict(s: &Summary, th: &Thresholds) -> Verdict {
     }
     let base = s.random_baseline();
     let speed = format!("mean speed {} px/frame", s.mean_speed.show(3));
-    let (kind, head) = if !(s.mean_speed.mean >= th.static_speed) {
+    let (kind, head) = if s.mean_speed.mean.is_nan() || s.mean_speed.mean < th.static_speed {
         (
             BehaviourKind::Static,
             format!(

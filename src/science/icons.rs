@@ -192,11 +192,10 @@ impl BuiltinIcon {
                 let eye = big / 6.0;
                 let d_top = (u * u + (v + half).powi(2)).sqrt();
                 let d_bot = (u * u + (v - half).powi(2)).sqrt();
+                // The upper lobe is dark with a light eye, the lower light with a dark eye.
                 let dark = if d_top <= eye {
                     false
-                } else if d_bot <= eye {
-                    true
-                } else if d_top <= half {
+                } else if d_bot <= eye || d_top <= half {
                     true
                 } else if d_bot <= half {
                     false

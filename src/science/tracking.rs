@@ -658,4 +658,59 @@ mod tests {
             );
         }
     }
+
+    /// A dataset canvas rolled by (1, 0.5) px per frame on the torus: every creature is tracked across
+    /// the edges with that velocity. Also writes `/tmp/alife-samples/tracks.png` for people to look at.
+    #[test]
+    fn rolled_canvas_gives_uniform_tracks() {
+        use crate::science::icons::{generate_canvases, BuiltinIcon, CanvasConfig, IconSource};
+        let src = IconSource::Builtin(BuiltinIcon::Firefly);
+        let cv = generate_canvases(&src, &CanvasConfig::default(), 9, 0, 1).remove(0);
+        let s = 128;
+        let frames: Vec<Vec<f32>> = (0..40)
+            .map(|t| {
+                let (dx, dy) = (t, t / 2);
+                let mut f = vec![0.0; 3 * s * s];
+                for c in 0..3 {
+                    for y in 0..s {
+                        for x in 0..s {
+                            f[(c * s + (y + dy) % s) * s + (x + dx) % s] =
+                                cv.data[(c * s + y) * s + x];
+                        }
+                    }
+                }
+                f
+            })
+            .collect();
+        let (_, tracks) = track_frames(
+            &frames,
+            s,
+            s,
+            &DetectConfig::default(),
+            &LinkConfig::default(),
+        );
+        let blobs0 = detect(&frames[0], s, s, &DetectConfig::default()).len();
+        assert_eq!(tracks.len(), blobs0, "one track per creature");
+        for t in &tracks {
+            assert_eq!(t.len(), 40);
+            let (p0, p1) = (t.positions[0], t.positions[39]);
+            assert!((p1[0] - p0[0] - 39.0).abs() < 1e-6 && (p1[1] - p0[1] - 19.0).abs() < 1e-6);
+        }
+        let mut img =
+            crate::render::rgb_canvas(&frames[39], s, s, crate::render::FieldRange::MinusOneOne)
+                .expect("image")
+                .upscale(4);
+        let drawn: Vec<crate::render::Track> = tracks
+            .iter()
+            .map(|t| crate::render::Track {
+                points: t.wrapped(s, s),
+                color: None,
+            })
+            .collect();
+        crate::render::image::draw_tracks(&mut img, &drawn, 4.0, 2.0);
+        let dir = std::env::temp_dir().join("alife-samples");
+        let _ = std::fs::create_dir_all(&dir);
+        img.save_png(&dir.join("tracks.png"))
+            .expect("write tracks.png");
+    }
 }
