@@ -1,8 +1,10 @@
 //! File formats shared by stages: tensors in safetensors (and .npy for numpy users), JSON sidecars.
 
+pub mod icon;
 pub mod points_file;
 pub mod tensors;
 
+pub use icon::read_icon;
 pub use points_file::{read_points, PointsFile};
 pub use tensors::{read_tensors, write_npy, write_tensors, Tensor, TensorFile};
 

@@ -15,3 +15,8 @@ pub mod gray_scott;
 pub mod sde;
 pub mod skew_kernel;
 pub mod turing_eval;
+
+// --- artificial life ---
+pub mod behaviour;
+pub mod icons;
+pub mod tracking;
