@@ -1647,4 +1647,139 @@ mod tests {
         assert_eq!(log.train, again.train);
         assert_eq!(log.val, again.val);
     }
+
+    /// The same seed gives bit-identical training on 1 and 2 threads (with a thread-independent score),
+    /// and a non-finite loss is an error naming the step.
+    #[test]
+    fn training_is_thread_count_independent_and_reports_nan() {
+        let p = crate::science::gray_scott::preset("waves").expect("preset");
+        let mut data = crate::science::gray_scott::generate(&p, 24, 800, 4, 2);
+        crate::science::gray_scott::to_model_space(&mut data);
+        // The exact score of N(0, I) data noised to σ: a stand-in that is the same on every thread count.
+        let gauss = |x: &[f32], _n: usize, _h: usize, _w: usize, out: &mut [f32]| {
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = -v)
+        };
+        let cfg = ImageFlowConfig {
+            arch: ImageFlowArch {
+                hidden: 6,
+                ..Default::default()
+            },
+            iterations: 6,
+            batch: 3,
+            crop: Some(12),
+            val_every: 3,
+            val_batch: 2,
+            ..Default::default()
+        };
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| train_image_flow(&data, 24, 24, &gauss, &cfg, &mut |_, _, _| {}))
+                .expect("training")
+        };
+        let (f1, l1) = run(1);
+        let (f2, l2) = run(2);
+        assert_eq!(l1.train, l2.train);
+        assert_eq!(l1.val, l2.val);
+        assert_eq!(f1.params, f2.params);
+        assert_eq!(f1.running, f2.running);
+        let bad = |_: &[f32], _: usize, _: usize, _: usize, out: &mut [f32]| out.fill(f32::NAN);
+        let err = train_image_flow(&data, 24, 24, &bad, &cfg, &mut |_, _, _| {})
+            .expect_err("NaN scores must fail");
+        assert!(err.to_string().contains("iteration 0"), "{err}");
+    }
+
+    /// Measurement, not a check (run with `--ignored --nocapture`, `RAYON_NUM_THREADS=2`): seconds per step
+    /// at batch 8 of 48x48 crops, and the direct cosine between v(x) (evaluation mode) and the true
+    /// Gray-Scott right-hand side on held-out 64x64 waves patterns, trained vs randomly initialised.
+    #[test]
+    #[ignore = "a measurement of a few minutes"]
+    fn measure_waves_speed_and_direct_cosine() {
+        use crate::nn::conv::{train_local_score, LocalScoreConfig};
+        use crate::science::gray_scott::{generate, preset, rhs, to_model_space};
+        use crate::science::turing_eval::cosine;
+        let env = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let (n, size) = (env("N", 48), 64);
+        let p = preset("waves").expect("preset");
+        let t = Instant::now();
+        let mut data = generate(&p, size, 3000, n, 7);
+        to_model_space(&mut data);
+        println!("data {n} x {size}^2 in {:.1} s", t.elapsed().as_secs_f64());
+        let (train, test) = data.split_at((n - 8) * 2 * size * size);
+        let scfg = LocalScoreConfig {
+            iterations: env("SCORE_ITERS", 300),
+            batch: 8,
+            crop: Some(48),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let (sm, sl) =
+            train_local_score(train, size, size, 2, &scfg, &mut |_, _| {}).expect("score");
+        println!(
+            "score: {} iters in {:.1} s, loss {:.4} -> {:.4}",
+            scfg.iterations,
+            t.elapsed().as_secs_f64(),
+            sl[0],
+            sl[sl.len() - 1]
+        );
+        let score =
+            |x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]| sm.score(x, n, h, w, out);
+        let cfg = ImageFlowConfig {
+            iterations: env("FLOW_ITERS", 300),
+            ..Default::default()
+        };
+        let (flow, log) = train_image_flow(train, size, size, &score, &cfg, &mut |it, l, v| {
+            if let Some(v) = v {
+                println!("  step {it}: train {l:.4} val {v:.4}");
+            }
+        })
+        .expect("flow");
+        let k = log.train.len() / 10;
+        println!(
+            "flow: {:.3} s/step (batch {}, crop 48, {} threads); train loss first/last 10%: {:.4} -> {:.4}",
+            log.secs_per_iter,
+            cfg.batch,
+            rayon::current_num_threads(),
+            log.train[..k].iter().sum::<f64>() / k as f64,
+            log.train[log.train.len() - k..].iter().sum::<f64>() / k as f64
+        );
+        let nt = test.len() / (2 * size * size);
+        let phys: Vec<f32> = test.iter().map(|x| 0.5 * (x + 1.0)).collect();
+        let r = rhs(&p, &phys, size, size);
+        let cos_of = |f: &ImageFlow, batch_stats: bool| -> Vec<f64> {
+            let mut v = vec![0.0; test.len()];
+            if batch_stats {
+                f.velocity_batch_stats(test, nt, size, size, &mut v);
+            } else {
+                f.velocity(test, nt, size, size, &mut v);
+            }
+            v.chunks(2 * size * size)
+                .zip(r.chunks(2 * size * size))
+                .map(|(a, b)| cosine(a, b))
+                .collect()
+        };
+        // v -> -v leaves the loss unchanged, so a model's sign is arbitrary: |signed mean| measures a
+        // consistent direction, mean |cos| the per-pattern magnitude.
+        let show = |name: &str, c: &[f64]| {
+            let m = c.iter().sum::<f64>() / c.len() as f64;
+            let a = c.iter().map(|x| x.abs()).sum::<f64>() / c.len() as f64;
+            println!("{name}: signed mean {m:+.3}, mean |cos| {a:.3}, per pattern {c:.3?}");
+        };
+        show("trained (running stats)", &cos_of(&flow, false));
+        show("trained (batch stats)", &cos_of(&flow, true));
+        for seed in 1..6 {
+            let rnd = ImageFlow::init(flow.arch.clone(), 100 + seed);
+            show(
+                &format!("random init {seed} (batch stats)"),
+                &cos_of(&rnd, true),
+            );
+        }
+    }
 }
