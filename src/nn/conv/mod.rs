@@ -1,6 +1,6 @@
 //! Convolutional image models that dfdx cannot provide on stable: circular dilated convolutions with a
-//! hand-written backward pass (`layer`), the local denoising score model built from them (`model`) and the trained local image flow
-//! with exact tangents for its divergence (`flow`).
+//! hand-written backward pass (`layer`), the local denoising score model built from them (`model`) and
+//! the trained local image flow with exact tangents for its divergence (`flow`).
 //! Plain Rust with `gemm` and rayon, so training and inference run fast on a few CPU cores.
 
 pub mod flow;
