@@ -473,7 +473,7 @@ impl LocalScore {
 
 /// Cuts a random periodic `s x s` crop (random offset = periodic shift) of one `[c, h, w]` field and applies
 /// one of the 8 symmetries of the square (transposes only when the crop is square, which crops always are).
-fn augment(
+pub(super) fn augment(
     field: &[f32],
     c: usize,
     h: usize,
