@@ -23,6 +23,8 @@ fn metrics(p: &Project, file: &str, stage: &str, sets: &[&str]) -> serde_json::V
 
 const TINY_2D: &[&str] = &[
     "--set",
+    "sweep.seeds=1",
+    "--set",
     "stages.data.n=600",
     "--set",
     "stages.score.epochs=3",
@@ -136,6 +138,8 @@ fn same_seed_gives_bit_identical_outputs() {
         let f = copy_pipeline(&p, "two_peaks.toml");
         let mut args = vec!["run", f.as_str(), "dynamics"];
         args.extend_from_slice(&[
+            "--set",
+            "sweep.seeds=1",
             "--set",
             "stages.data.n=400",
             "--set",
