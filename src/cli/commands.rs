@@ -98,7 +98,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
                     Ok(s) => s,
                     Err(exec::slurm::ClusterError::Interrupted(m)) => {
                         // `m` is the scancel command that was run.
-                        return Err(Failure::Interrupted(m))
+                        return Err(Failure::Interrupted(m));
                     }
                     Err(exec::slurm::ClusterError::Other(e)) => return Err(Failure::Other(e)),
                 }

@@ -249,7 +249,9 @@ fn apply_override(
                 Some(ov.path.clone()),
                 "cannot override this key",
             )
-            .with_help("overridable keys look like `pipeline.seed`, `stages.NAME.KEY` or `slurm.KEY`"),
+            .with_help(
+                "overridable keys look like `pipeline.seed`, `stages.NAME.KEY` or `slurm.KEY`",
+            ),
         ),
     }
 }

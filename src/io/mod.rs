@@ -4,9 +4,7 @@ pub mod points_file;
 pub mod tensors;
 
 pub use points_file::{read_points, PointsFile};
-pub use tensors::{
-    read_tensors, write_f32_streamed, write_npy, write_tensors, Tensor, TensorFile,
-};
+pub use tensors::{read_tensors, write_f32_streamed, write_npy, write_tensors, Tensor, TensorFile};
 
 /// Writes `value` as pretty JSON.
 pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -50,25 +50,59 @@ impl StageKind for EvaluateAlignment {
         vec![
             ParamSpec::input("data", "the `gray_scott` stage (held-out patterns, rates)"),
             ParamSpec::input("score", "the `train_score` stage (images)"),
-            ParamSpec::input("flow", "the `training_free` stage (images): its kernel K, evaluated as max over ±K"),
+            ParamSpec::input(
+                "flow",
+                "the `training_free` stage (images): its kernel K, evaluated as max over ±K",
+            ),
             ParamSpec::int("patterns", 16, "held-out patterns evaluated").positive(),
             ParamSpec::int("seeds", 1, "noise seeds per pattern").positive(),
             ParamSpec::int("steps", 200, "SDE steps of the protocol (paper: 200)").positive(),
-            ParamSpec::int("gs_steps", 20, "Gray-Scott steps of the reference displacement (paper: 20)").positive(),
+            ParamSpec::int(
+                "gs_steps",
+                20,
+                "Gray-Scott steps of the reference displacement (paper: 20)",
+            )
+            .positive(),
             ParamSpec::float("eta", 0.1, "Langevin weight η").min(0.0),
             ParamSpec::float("dt", 0.01, "SDE time step").positive(),
             ParamSpec::float("ema", 0.9, "EMA decay of the frames").probability(),
-            ParamSpec::bool("denoised", true, "average Tweedie-denoised frames (true) or raw SDE states"),
-            ParamSpec::int("nonskew_draws", 2, "random non-skew 1x1 kernels (baseline), each max over ±k").min(0.0),
-            ParamSpec::int("random_weight_draws", 1, "score networks with redrawn weights (baseline), driven by ±K").min(0.0),
-            ParamSpec::bool("langevin", false, "also evaluate K = 0 (Langevin dynamics alone)"),
-            ParamSpec::int("max_batch", 32, "trajectories integrated together (bounds memory)").positive(),
+            ParamSpec::bool(
+                "denoised",
+                true,
+                "average Tweedie-denoised frames (true) or raw SDE states",
+            ),
+            ParamSpec::int(
+                "nonskew_draws",
+                2,
+                "random non-skew 1x1 kernels (baseline), each max over ±k",
+            )
+            .min(0.0),
+            ParamSpec::int(
+                "random_weight_draws",
+                1,
+                "score networks with redrawn weights (baseline), driven by ±K",
+            )
+            .min(0.0),
+            ParamSpec::bool(
+                "langevin",
+                false,
+                "also evaluate K = 0 (Langevin dynamics alone)",
+            ),
+            ParamSpec::int(
+                "max_batch",
+                32,
+                "trajectories integrated together (bounds memory)",
+            )
+            .positive(),
             ParamSpec::seed(),
         ]
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
         vec![
-            ("alignment.md", "the alignment table (markdown), with the paper's numbers"),
+            (
+                "alignment.md",
+                "the alignment table (markdown), with the paper's numbers",
+            ),
             ("alignment.csv", "the same table as CSV"),
             (
                 "alignment.json",
@@ -103,7 +137,10 @@ impl StageKind for EvaluateAlignment {
             flows.push(FlowSpec {
                 name: format!("random non-skew kernel #{d} (max over ±k)"),
                 group: "random non-skew kernel",
-                variants: both(&ConvKernel::random_nonskew(2, seed.wrapping_mul(1000) + 101 + d as u64)),
+                variants: both(&ConvKernel::random_nonskew(
+                    2,
+                    seed.wrapping_mul(1000) + 101 + d as u64,
+                )),
                 model: 0,
             });
         }
@@ -136,7 +173,8 @@ impl StageKind for EvaluateAlignment {
             seeds,
             max_batch: p.usize("max_batch"),
         };
-        let trajectories: usize = flows.iter().map(|f| f.variants.len()).sum::<usize>() * np * seeds;
+        let trajectories: usize =
+            flows.iter().map(|f| f.variants.len()).sum::<usize>() * np * seeds;
         ctx.log(format!(
             "`{}` {h}x{w}: {np} patterns x {seeds} seeds x {} flows ({trajectories} trajectories of {} steps)",
             data.preset,
@@ -254,7 +292,10 @@ impl StageKind for EvaluateAlignment {
             let key = g.replace([' ', '-'], "_").replace(['(', ')', '='], "");
             let key = key.trim_end_matches('_').replace("__", "_");
             ctx.metric(&format!("paired_flow_minus/{key}"), spread(&diffs));
-            ctx.metric(&format!("paired_flow_wins/{key}"), format!("{wins}/{}", diffs.len()));
+            ctx.metric(
+                &format!("paired_flow_wins/{key}"),
+                format!("{wins}/{}", diffs.len()),
+            );
         }
         // Reference for the preservation distances: held-out patterns against the rest of the held-out set.
         let reference = data.test()?;
@@ -322,7 +363,10 @@ struct FlowResult {
 
 /// The protocol for every flow: items (flow, variant, pattern, seed) grouped by score model and integrated
 /// in batches; item noise ids depend only on (pattern, seed), so every flow sees the same Brownian paths.
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 fn run_protocol(
     gs: &GrayScottParams,
     patterns: &[f32],
@@ -371,8 +415,10 @@ fn run_protocol(
             for &(_, _, pat, _) in chunk {
                 x.extend_from_slice(&patterns[pat * len..(pat + 1) * len]);
             }
-            let kernels: Vec<&ConvKernel> =
-                chunk.iter().map(|&(f, v, _, _)| &flows[f].variants[v]).collect();
+            let kernels: Vec<&ConvKernel> = chunk
+                .iter()
+                .map(|&(f, v, _, _)| &flows[f].variants[v])
+                .collect();
             let ids: Vec<u64> = chunk
                 .iter()
                 .map(|&(_, _, pat, s)| (pat * cfg.seeds + s) as u64)
@@ -399,8 +445,12 @@ fn run_protocol(
                 let c = cosine(&e_flow, &e_gs[pat * len..(pat + 1) * len]).abs();
                 let c = if c.is_finite() { c } else { 0.0 };
                 out[f].per_variant[v][pat * cfg.seeds + s] = c;
-                out[f].spectrum.push(spectrum_distance(fin, reference, 2, h, w));
-                out[f].histogram.push(histogram_distance(fin, reference, 2, h, w, 32));
+                out[f]
+                    .spectrum
+                    .push(spectrum_distance(fin, reference, 2, h, w));
+                out[f]
+                    .histogram
+                    .push(histogram_distance(fin, reference, 2, h, w, 32));
             }
         }
     }

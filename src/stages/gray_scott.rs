@@ -58,17 +58,46 @@ impl StageKind for GrayScott {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::choice("preset", PRESETS, "spirals", "the Gray-Scott preset (rates of spec §7)"),
+            ParamSpec::choice(
+                "preset",
+                PRESETS,
+                "spirals",
+                "the Gray-Scott preset (rates of spec §7)",
+            ),
             ParamSpec::float("du", 0.0, "diffusion rate of u (0: the preset's)").min(0.0),
             ParamSpec::float("dv", 0.0, "diffusion rate of v (0: the preset's)").min(0.0),
             ParamSpec::float("f", 0.0, "feed rate F (0: the preset's)").min(0.0),
             ParamSpec::float("k", 0.0, "kill rate k (0: the preset's)").min(0.0),
-            ParamSpec::int("size", 128, "side of the square periodic domain in pixels (paper: 128; spirals die below 128)").min(8.0),
-            ParamSpec::int("steps", 10_000, "Euler steps from the initial condition (paper: 10,000)").min(0.0),
+            ParamSpec::int(
+                "size",
+                128,
+                "side of the square periodic domain in pixels (paper: 128; spirals die below 128)",
+            )
+            .min(8.0),
+            ParamSpec::int(
+                "steps",
+                10_000,
+                "Euler steps from the initial condition (paper: 10,000)",
+            )
+            .min(0.0),
             ParamSpec::int("samples", 256, "training samples generated (paper: 8,192)").positive(),
-            ParamSpec::int("test_samples", 16, "held-out samples generated for evaluation (flat ones are discarded)").min(0.0),
-            ParamSpec::bool("drop_flat", true, "drop flat (dead) samples from the training set"),
-            ParamSpec::float("flat_tol", 1e-3, "a sample is flat when the range of both u and v is below this (physical units)").positive(),
+            ParamSpec::int(
+                "test_samples",
+                16,
+                "held-out samples generated for evaluation (flat ones are discarded)",
+            )
+            .min(0.0),
+            ParamSpec::bool(
+                "drop_flat",
+                true,
+                "drop flat (dead) samples from the training set",
+            ),
+            ParamSpec::float(
+                "flat_tol",
+                1e-3,
+                "a sample is flat when the range of both u and v is below this (physical units)",
+            )
+            .positive(),
             ParamSpec::seed(),
         ]
     }
@@ -179,7 +208,10 @@ impl StageKind for GrayScott {
                 serde_json::to_string(&[rates.du, rates.dv, rates.f, rates.k])?,
             ),
             ("steps".to_string(), steps.to_string()),
-            ("range".to_string(), "[-1, 1] = 2 * physical - 1".to_string()),
+            (
+                "range".to_string(),
+                "[-1, 1] = 2 * physical - 1".to_string(),
+            ),
         ]);
         let tensors = vec![
             ("x".to_string(), vec![kept_train, 2, size, size]),

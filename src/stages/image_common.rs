@@ -145,10 +145,14 @@ pub fn load_kernel(input: &InputArtifact) -> anyhow::Result<ConvKernel> {
             .map(|x| x as usize)
             .with_context(|| format!("kernel.json: missing `{k}`"))
     };
-    let data: Vec<f32> = serde_json::from_value(v["data"].clone()).context("kernel.json: `data`")?;
+    let data: Vec<f32> =
+        serde_json::from_value(v["data"].clone()).context("kernel.json: `data`")?;
     let (c_out, c_in, size) = (get("c_out")?, get("c_in")?, get("size")?);
     if size % 2 == 0 || data.len() != c_out * c_in * size * size {
-        bail!("kernel.json: {c_out}x{c_in}x{size}x{size} kernel with {} weights", data.len());
+        bail!(
+            "kernel.json: {c_out}x{c_in}x{size}x{size} kernel with {} weights",
+            data.len()
+        );
     }
     Ok(ConvKernel::new(c_out, c_in, size, data))
 }
@@ -156,15 +160,23 @@ pub fn load_kernel(input: &InputArtifact) -> anyhow::Result<ConvKernel> {
 /// Colours one field `[2, H, W]` in model space as the paper's Figure 3 does: background `#9BE1E1` where
 /// there is no pattern (the flat state u = 1, v = 0), white where u is depleted, blue `#628FCE` where v is
 /// present. (`render::TuringColors` blends u itself, which paints the flat state white; here u's depletion
-/// 1 - u, stretched by 2, takes its place.)
+/// takes its place, stretched over the field's own range of u so that low-feed presets such as spirals,
+/// whose u is depleted everywhere, keep their contrast; a flat field stays background.)
 pub fn paper_image(field: &[f32], h: usize, w: usize) -> anyhow::Result<RgbImage> {
     let hw = h * w;
+    let u: Vec<f32> = field[..hw].iter().map(|x| 0.5 * (x + 1.0)).collect();
+    let (lo, hi) = u
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    // Depletion below the field's highest u, scaled so its most depleted point is 1 (at most x4).
+    let top = hi;
+    let span = (top - lo).max(0.25);
     let mut shown = vec![0.0f32; 2 * hw];
     for i in 0..hw {
-        let u = 0.5 * (field[i] + 1.0);
-        let v = 0.5 * (field[hw + i] + 1.0);
-        shown[i] = (2.0 * (1.0 - u)).clamp(0.0, 1.0);
-        shown[hw + i] = v.clamp(0.0, 1.0);
+        shown[i] = ((top - u[i]) / span).clamp(0.0, 1.0);
+        shown[hw + i] = (0.5 * (field[hw + i] + 1.0)).clamp(0.0, 1.0);
     }
     Ok(turing_image(
         &shown,

@@ -79,7 +79,11 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let model = load_local_score(ctx.input("score")?)?;
     let k = kernel_of(p, ctx.seed());
     let what = match p.str("kernel") {
-        "spatial" => format!("random spatial {0}x{0} skew kernel (seed {1})", k.size, ctx.seed()),
+        "spatial" => format!(
+            "random spatial {0}x{0} skew kernel (seed {1})",
+            k.size,
+            ctx.seed()
+        ),
         _ => format!("rotation γ = {:+}", p.int("gamma")),
     };
     write_json(
@@ -116,13 +120,19 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let up = (px / h.max(w)).max(1) as u32;
     let mut cells = vec![paper_image_px(x0, h, w, px)?];
     for (field, ch) in [(&v, 0), (&v, 1), (&r, 0), (&r, 1)] {
-        let (img, _) = scalar_map(&field[ch * hw..(ch + 1) * hw], h, w, Colormap::Diverging, None)?;
+        let (img, _) = scalar_map(
+            &field[ch * hw..(ch + 1) * hw],
+            h,
+            w,
+            Colormap::Diverging,
+            None,
+        )?;
         cells.push(img.upscale(up));
     }
     let c0 = crate::science::turing_eval::cosine(&v, &r);
     ImageGrid::new(
         format!(
-            "Δx/Δt at a held-out {} pattern: flow v = K ⋆ s vs Gray-Scott (cos {c0:+.2}; each map scaled to its own max)",
+            "Δx/Δt of a held-out {} pattern: v = K ⋆ s vs Gray-Scott (cos {c0:+.2})",
             data.preset
         ),
         5,

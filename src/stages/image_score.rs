@@ -167,14 +167,21 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             cells.push(paper_image_px(&f, h, w, 160)?);
         }
     }
-    let grid = ImageGrid::new("held-out patterns: clean, noised (σ = 0.235), denoised", m, cells)
-        .labels(
-            vec!["clean".into(), "noised x_t".into(), "denoised".into()],
-            (0..m).map(|i| format!("pattern {i}")).collect(),
-        );
-    Figure::row(vec![grid.panel(), loss_panel("score loss (DSM, ε-MSE)", &losses)])
-        .panel_size(820, 560)
-        .title(format!("train_score on {}", data.preset))
-        .save_png(&ctx.output("training.png"))?;
+    let grid = ImageGrid::new(
+        "held-out patterns: clean, noised (σ = 0.235), denoised",
+        m,
+        cells,
+    )
+    .labels(
+        vec!["clean".into(), "noised x_t".into(), "denoised".into()],
+        (0..m).map(|i| format!("pattern {i}")).collect(),
+    );
+    Figure::row(vec![
+        grid.panel(),
+        loss_panel("score loss (DSM, ε-MSE)", &losses),
+    ])
+    .panel_size(820, 560)
+    .title(format!("train_score on {}", data.preset))
+    .save_png(&ctx.output("training.png"))?;
     Ok(())
 }

@@ -16,8 +16,8 @@ use crate::science::rng;
 pub mod registry;
 
 pub mod dataset;
-pub mod evaluate_chaos;
 pub mod evaluate_alignment;
+pub mod evaluate_chaos;
 pub mod evaluate_flow;
 pub mod gray_scott;
 pub mod image_common;

@@ -207,8 +207,16 @@ impl StageKind for Simulate {
             .collect();
         let cos: Vec<f64> = (0..n)
             .map(|i| {
-                let e_flow: Vec<f32> = item(last, i).iter().zip(item(&x0, i)).map(|(a, b)| a - b).collect();
-                let e_gs: Vec<f32> = item(gs_last, i).iter().zip(item(&x0, i)).map(|(a, b)| a - b).collect();
+                let e_flow: Vec<f32> = item(last, i)
+                    .iter()
+                    .zip(item(&x0, i))
+                    .map(|(a, b)| a - b)
+                    .collect();
+                let e_gs: Vec<f32> = item(gs_last, i)
+                    .iter()
+                    .zip(item(&x0, i))
+                    .map(|(a, b)| a - b)
+                    .collect();
                 cosine(&e_flow, &e_gs)
             })
             .collect();
@@ -235,7 +243,10 @@ impl StageKind for Simulate {
             }
         }
         ImageGrid::new(
-            format!("Turing patterns ({}): training-free flow vs Gray-Scott", data.preset),
+            format!(
+                "Turing patterns ({}): training-free flow vs Gray-Scott",
+                data.preset
+            ),
             n,
             cells,
         )

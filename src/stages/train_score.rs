@@ -40,10 +40,23 @@ impl StageKind for TrainScore {
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = vec![
-            ParamSpec::input("data", "the `dataset` (points) or `gray_scott` (images) stage whose samples are learned"),
-            ParamSpec::int("epochs", 512, "(points) passes over the shuffled data (paper: 512)").positive(),
+            ParamSpec::input(
+                "data",
+                "the `dataset` (points) or `gray_scott` (images) stage whose samples are learned",
+            ),
+            ParamSpec::int(
+                "epochs",
+                512,
+                "(points) passes over the shuffled data (paper: 512)",
+            )
+            .positive(),
             ParamSpec::int("batch", 0, "batch size (0: points 2048, images 16)").min(0.0),
-            ParamSpec::float("lr", 0.0, "peak Adam learning rate (0: points 1e-2, images 3e-3)").min(0.0),
+            ParamSpec::float(
+                "lr",
+                0.0,
+                "peak Adam learning rate (0: points 1e-2, images 3e-3)",
+            )
+            .min(0.0),
             ParamSpec::float("weight_decay", 1e-5, "(points) L2 weight decay").min(0.0),
             ParamSpec::int(
                 "samples",

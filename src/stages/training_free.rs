@@ -35,10 +35,17 @@ impl StageKind for TrainingFree {
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = vec![
-            ParamSpec::input("data", "the `dataset` (points) or `gray_scott` (images) stage"),
+            ParamSpec::input(
+                "data",
+                "the `dataset` (points) or `gray_scott` (images) stage",
+            ),
             ParamSpec::input("score", "the `train_score` stage"),
-            ParamSpec::float("noise", 0.1, "(points) noise time t at which the score is taken")
-                .probability(),
+            ParamSpec::float(
+                "noise",
+                0.1,
+                "(points) noise time t at which the score is taken",
+            )
+            .probability(),
             ParamSpec::seed(),
         ];
         v.extend(image_flow::params());
