@@ -105,6 +105,10 @@ pub struct TensorFile {
     map: memmap2::Mmap,
 }
 
+/// Fills one tensor of [`write_f32_streamed`]: `fill(name, write)` calls `write` with consecutive values.
+pub type TensorFiller<'a> =
+    dyn FnMut(&str, &mut dyn FnMut(&[f32]) -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
+
 /// Writes a safetensors file whose F32 tensors are streamed from `chunks` instead of held in memory: each
 /// `(name, shape)` of `tensors` is filled, in order, by calling `fill(name, write)` which must write exactly
 /// `shape.iter().product()` values. The bytes are those [`write_tensors`] would write for the same data.
@@ -112,7 +116,7 @@ pub fn write_f32_streamed(
     path: &Path,
     tensors: &[(String, Vec<usize>)],
     metadata: &BTreeMap<String, String>,
-    fill: &mut dyn FnMut(&str, &mut dyn FnMut(&[f32]) -> anyhow::Result<()>) -> anyhow::Result<()>,
+    fill: &mut TensorFiller<'_>,
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let mut header = serde_json::Map::new();
@@ -130,7 +134,7 @@ pub fn write_f32_streamed(
         off += n;
     }
     let mut text = serde_json::to_string(&header).expect("header serialises");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let file =

@@ -35,7 +35,7 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
     if p.int("gamma") == 0 {
         out.push(("gamma", "must be +1 or -1".to_string()));
     }
-    if p.usize("size") % 2 == 0 {
+    if p.usize("size").is_multiple_of(2) {
         out.push(("size", format!("must be odd, got {}", p.usize("size"))));
     }
     out
