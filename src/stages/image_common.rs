@@ -187,10 +187,11 @@ pub fn paper_image(field: &[f32], h: usize, w: usize) -> anyhow::Result<RgbImage
     )?)
 }
 
-/// [`paper_image`] upscaled by an integer factor to about `px` pixels a side.
+/// [`paper_image`] scaled (nearest neighbour, so pixels stay crisp) to `px` pixels on its longer side.
 pub fn paper_image_px(field: &[f32], h: usize, w: usize, px: usize) -> anyhow::Result<RgbImage> {
     let img = paper_image(field, h, w)?;
-    Ok(img.upscale(((px / h.max(w)).max(1)) as u32))
+    let m = h.max(w);
+    Ok(img.resize_nearest((px * w / m) as u32, (px * h / m) as u32))
 }
 
 #[cfg(test)]

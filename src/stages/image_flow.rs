@@ -117,7 +117,6 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let r = rhs(&data.params, &phys, h, w);
     let hw = h * w;
     let px = 220;
-    let up = (px / h.max(w)).max(1) as u32;
     let mut cells = vec![paper_image_px(x0, h, w, px)?];
     for (field, ch) in [(&v, 0), (&v, 1), (&r, 0), (&r, 1)] {
         let (img, _) = scalar_map(
@@ -127,7 +126,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             Colormap::Diverging,
             None,
         )?;
-        cells.push(img.upscale(up));
+        cells.push(img.resize_nearest(px as u32, px as u32));
     }
     let c0 = crate::science::turing_eval::cosine(&v, &r);
     ImageGrid::new(
