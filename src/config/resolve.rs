@@ -204,6 +204,7 @@ pub fn resolve(file: &PipelineFile, overrides: &[Override]) -> Result<Config, Di
             out.push(sc);
         }
     }
+    check_wiring(&out, &mut diags);
     if stages.is_empty() {
         diags.push(Diagnostic::new(
             Source::file(&file.file, Some(0..0)),
@@ -484,6 +485,35 @@ fn resolve_stage(
         sources,
         source: raw.source.clone(),
     })
+}
+
+/// Runs every kind's [`StageKind::check_wiring`] with the kinds of its inputs and its explicitly set keys.
+fn check_wiring(stages: &[StageConfig], diags: &mut Diagnostics) {
+    for sc in stages {
+        let input_kinds: BTreeMap<String, &'static str> = sc
+            .inputs
+            .iter()
+            .filter_map(|(param, up)| {
+                stages
+                    .iter()
+                    .find(|s| &s.name == up)
+                    .map(|s| (param.clone(), s.kind.name()))
+            })
+            .collect();
+        let explicit: std::collections::BTreeSet<String> = sc.sources.keys().cloned().collect();
+        for (key, msg) in sc.kind.check_wiring(&sc.params, &explicit, &input_kinds) {
+            let src = sc
+                .sources
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| sc.source.clone());
+            diags.push(Diagnostic::new(
+                src,
+                Some(format!("stages.{}.{key}", sc.name)),
+                msg,
+            ));
+        }
+    }
 }
 
 fn kind_names() -> Vec<&'static str> {

@@ -6,7 +6,7 @@ pub mod tensors;
 
 pub use icon::read_icon;
 pub use points_file::{read_points, PointsFile};
-pub use tensors::{read_tensors, write_npy, write_tensors, Tensor, TensorFile};
+pub use tensors::{read_tensors, write_f32_streamed, write_npy, write_tensors, Tensor, TensorFile};
 
 /// Writes `value` as pretty JSON.
 pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {

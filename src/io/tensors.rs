@@ -105,6 +105,62 @@ pub struct TensorFile {
     map: memmap2::Mmap,
 }
 
+/// Fills one tensor of [`write_f32_streamed`]: `fill(name, write)` calls `write` with consecutive values.
+pub type TensorFiller<'a> =
+    dyn FnMut(&str, &mut dyn FnMut(&[f32]) -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
+
+/// Writes a safetensors file whose F32 tensors are streamed from `chunks` instead of held in memory: each
+/// `(name, shape)` of `tensors` is filled, in order, by calling `fill(name, write)` which must write exactly
+/// `shape.iter().product()` values. The bytes are those [`write_tensors`] would write for the same data.
+pub fn write_f32_streamed(
+    path: &Path,
+    tensors: &[(String, Vec<usize>)],
+    metadata: &BTreeMap<String, String>,
+    fill: &mut TensorFiller<'_>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({ METADATA_KEY: serde_json::to_string(metadata).expect("string map serialises") }),
+    );
+    let mut off = 0usize;
+    for (name, shape) in tensors {
+        let n = shape.iter().product::<usize>() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [off, off + n] }),
+        );
+        off += n;
+    }
+    let mut text = serde_json::to_string(&header).expect("header serialises");
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(&(text.len() as u64).to_le_bytes())?;
+    out.write_all(text.as_bytes())?;
+    for (name, shape) in tensors {
+        let want = shape.iter().product::<usize>();
+        let mut written = 0usize;
+        fill(name, &mut |vals: &[f32]| {
+            written += vals.len();
+            for v in vals {
+                out.write_all(&v.to_le_bytes())?;
+            }
+            Ok(())
+        })?;
+        if written != want {
+            bail!("tensor `{name}`: {written} values written, shape {shape:?} needs {want}");
+        }
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 /// Opens `path` (memory-mapped).
 pub fn read_tensors(path: &Path) -> anyhow::Result<TensorFile> {
     let file =
@@ -170,6 +226,39 @@ impl TensorFile {
                 self.path.display()
             ),
         })
+    }
+
+    /// Tensor `name` (F32) borrowed straight from the mapped file, without copying: the way large image
+    /// datasets are read (a 1 GB dataset is never held twice). Fails for other dtypes or ranks.
+    pub fn f32_view(&self, name: &str, rank: usize) -> anyhow::Result<(Vec<usize>, &[f32])> {
+        let (shape, offset, len) = {
+            let st = self.parsed();
+            let view = st
+                .tensor(name)
+                .with_context(|| format!("{} has no tensor `{name}`", self.path.display()))?;
+            if view.dtype() != Dtype::F32 || view.shape().len() != rank {
+                bail!(
+                    "{}: tensor `{name}` is {:?} {:?}, expected F32 with {rank} axes",
+                    self.path.display(),
+                    view.dtype(),
+                    view.shape()
+                );
+            }
+            let data = view.data();
+            let offset = data.as_ptr() as usize - self.map.as_ptr() as usize;
+            (view.shape().to_vec(), offset, data.len())
+        };
+        let bytes = &self.map[offset..offset + len];
+        // SAFETY: f32 has no invalid bit patterns; `align_to` only yields the correctly aligned middle part,
+        // and we accept the view only when there is no unaligned prefix or suffix.
+        let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+        if !pre.is_empty() || !post.is_empty() || cfg!(target_endian = "big") {
+            bail!(
+                "{}: tensor `{name}` is not 4-byte aligned little-endian data; rewrite the file with eqflow",
+                self.path.display()
+            );
+        }
+        Ok((shape, mid))
     }
 
     /// Tensor `name` as f32 data, with its shape checked to have `rank` axes.

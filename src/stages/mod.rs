@@ -5,7 +5,7 @@
 //! files, calls into `science`/`nn`, and writes files into its output directory. One file per kind; the
 //! registry (`registry.rs`) lists them in one place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,9 +16,15 @@ use crate::science::rng;
 pub mod registry;
 
 pub mod dataset;
+pub mod evaluate_alignment;
 pub mod evaluate_chaos;
 pub mod evaluate_flow;
+pub mod gray_scott;
+pub mod image_common;
+pub mod image_flow;
+pub mod image_score;
 pub mod points_common;
+pub mod simulate;
 pub mod train_dynamics;
 pub mod train_score;
 pub mod training_free;
@@ -39,6 +45,17 @@ pub trait StageKind: Send + Sync {
     fn outputs(&self) -> Vec<(&'static str, &'static str)>;
     /// Checks between parameters that the schema cannot express: `(key, message)` pairs.
     fn check(&self, _params: &Params) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// Checks that depend on how the stage is wired: the kinds of its inputs (input parameter -> upstream
+    /// kind) and the keys the pipeline set explicitly (not defaults). Kinds that accept several input kinds
+    /// (points vs images) reject here a parameter that only applies to the other one. `(key, message)` pairs.
+    fn check_wiring(
+        &self,
+        _params: &Params,
+        _explicit: &BTreeSet<String>,
+        _input_kinds: &BTreeMap<String, &'static str>,
+    ) -> Vec<(&'static str, String)> {
         Vec::new()
     }
     /// Does the work.

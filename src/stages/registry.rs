@@ -4,11 +4,14 @@ use super::StageKind;
 
 static KINDS: &[&dyn StageKind] = &[
     &super::dataset::Dataset,
+    &super::gray_scott::GrayScott,
     &super::train_score::TrainScore,
     &super::train_dynamics::TrainDynamics,
     &super::training_free::TrainingFree,
     &super::evaluate_flow::EvaluateFlow,
     &super::evaluate_chaos::EvaluateChaos,
+    &super::simulate::Simulate,
+    &super::evaluate_alignment::EvaluateAlignment,
 ];
 
 /// Every registered kind, in documentation order.

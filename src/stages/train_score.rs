@@ -1,4 +1,8 @@
-//! `train_score` (points): the DDPM score model of spec §3 trained on a `dataset` stage's points.
+//! `train_score`: the score model, for points (a `dataset` input) or images (a `gray_scott` input).
+//!
+//! Points: the DDPM score model of spec §3 trained on a `dataset` stage's points (this file). Images: the
+//! single-noise-level score of Turing fields (`image_score.rs`); `run` dispatches on the input's kind, and
+//! `check_wiring` rejects a parameter set for the other kind of input.
 //!
 //! The stage is thin: it reads the points, calls [`crate::nn::points::train_score`] with a progress bar,
 //! and writes the checkpoint (the data normalisation goes into its sidecar), the per-epoch losses, and a
@@ -8,14 +12,17 @@
 use anyhow::Context;
 
 use super::points_common::{load_points, loss_panel, subsample};
-use super::{spread, StageContext, StageKind};
-use crate::config::ParamSpec;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::image_common::is_image_kind;
+use super::{image_score, spread, StageContext, StageKind};
+use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
 use crate::nn::points::{train_score, ScoreTrainConfig};
 use crate::render::{Figure, PointSet as Scatter, ScatterPlot};
 use crate::science::mmd::mmd2_unbiased;
 
-/// The `train_score` kind (points).
+/// The `train_score` kind (points and images).
 pub struct TrainScore;
 
 impl StageKind for TrainScore {
@@ -23,52 +30,98 @@ impl StageKind for TrainScore {
         "train_score"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
-        "Points: trains the DDPM score MLP of spec §3 ([x, 2t-1] -> 64 -> 64 -> d, ReLU, residual, 100-step \
-         cosine schedule) on a `dataset` stage; s(x, t) = -eps_hat / sqrt(1 - abar_t)."
+        "Points (a `dataset` input): trains the DDPM score MLP of spec §3 ([x, 2t-1] -> 64 -> 64 -> d, ReLU, \
+         residual, 100-step cosine schedule); s(x, t) = -eps_hat / sqrt(1 - abar_t). Images (a `gray_scott` \
+         input): trains a fully convolutional score at the one noise level the flow uses (DDPM timestep 10, \
+         σ 0.235) by denoising score matching; s = -eps_hat / σ."
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::input("data", "the `dataset` stage whose points are learned"),
-            ParamSpec::int("epochs", 512, "passes over the shuffled data (paper: 512)").positive(),
-            ParamSpec::int("batch", 2048, "batch size").min(2.0),
-            ParamSpec::float("lr", 1e-2, "Adam learning rate").positive(),
-            ParamSpec::float("weight_decay", 1e-5, "L2 weight decay").min(0.0),
+        let mut v = vec![
+            ParamSpec::input(
+                "data",
+                "the `dataset` (points) or `gray_scott` (images) stage whose samples are learned",
+            ),
+            ParamSpec::int(
+                "epochs",
+                512,
+                "(points) passes over the shuffled data (paper: 512)",
+            )
+            .positive(),
+            ParamSpec::int("batch", 0, "batch size (0: points 2048, images 16)").min(0.0),
+            ParamSpec::float(
+                "lr",
+                0.0,
+                "peak Adam learning rate (0: points 1e-2, images 3e-3)",
+            )
+            .min(0.0),
+            ParamSpec::float("weight_decay", 1e-5, "(points) L2 weight decay").min(0.0),
             ParamSpec::int(
                 "samples",
                 2000,
-                "DDIM samples drawn for the figure and the MMD check",
+                "(points) DDIM samples drawn for the figure and the MMD check",
             )
             .positive(),
             ParamSpec::seed(),
-        ]
+        ];
+        v.extend(image_score::params());
+        v
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
         vec![
             (
                 "score.safetensors",
-                "the score MLP (F64, PyTorch layout; see nn::points)",
+                "points: the score MLP (F64, PyTorch layout; see nn::points); images: the local score model \
+                 (F32 conv weights, architecture in the metadata)",
             ),
             (
                 "score.json",
-                "its sidecar; `extra` holds the dataset name and normalisation",
+                "its sidecar (points: dataset and normalisation; images: preset and training settings)",
             ),
-            ("losses.json", "mean batch loss per epoch"),
+            ("losses.json", "points: mean batch loss per epoch; images: loss per step"),
             (
                 "samples.png",
-                "DDIM samples against the data, and the loss curve",
+                "(points) DDIM samples against the data, and the loss curve",
+            ),
+            (
+                "training.png",
+                "(images) held-out patterns clean / noised / denoised, and the loss curve",
             ),
         ]
     }
+    fn check(&self, p: &Params) -> Vec<(&'static str, String)> {
+        image_score::check(p)
+    }
+    fn check_wiring(
+        &self,
+        _p: &Params,
+        explicit: &BTreeSet<String>,
+        input_kinds: &BTreeMap<String, &'static str>,
+    ) -> Vec<(&'static str, String)> {
+        let Some(kind) = input_kinds.get("data") else {
+            return Vec::new();
+        };
+        wrong_input_params(self.params(), explicit, is_image_kind(kind), kind)
+    }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        if is_image_kind(&ctx.input("data")?.kind) {
+            return image_score::run(ctx);
+        }
         let p = ctx.params;
         let data = load_points(ctx.input("data")?)?;
+        let or = |key: &str, default: f64| {
+            if p.float(key) > 0.0 {
+                p.float(key)
+            } else {
+                default
+            }
+        };
         let cfg = ScoreTrainConfig {
             epochs: p.usize("epochs"),
-            batch: p.usize("batch"),
-            lr: p.float("lr"),
+            batch: or("batch", 2048.0) as usize,
+            lr: or("lr", 1e-2),
             weight_decay: p.float("weight_decay"),
             seed: ctx.seed(),
         };
@@ -126,4 +179,33 @@ impl StageKind for TrainScore {
             .save_png(&ctx.output("samples.png"))?;
         Ok(())
     }
+}
+
+/// The parameters set explicitly that only apply to the other kind of input (docs prefixed "(points)" or
+/// "(images)"), each with an error naming the input's kind.
+pub fn wrong_input_params(
+    specs: Vec<ParamSpec>,
+    explicit: &BTreeSet<String>,
+    images: bool,
+    input_kind: &str,
+) -> Vec<(&'static str, String)> {
+    let (other, this) = if images {
+        ("(points)", "images")
+    } else {
+        ("(images)", "points")
+    };
+    specs
+        .into_iter()
+        .filter(|s| s.doc.starts_with(other) && explicit.contains(s.name))
+        .map(|s| {
+            (
+                s.name,
+                format!(
+                    "`{}` only applies to {} inputs, but `data` is a `{input_kind}` stage ({this}); remove it",
+                    s.name,
+                    &other[1..other.len() - 1]
+                ),
+            )
+        })
+        .collect()
 }

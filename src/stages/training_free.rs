@@ -1,16 +1,23 @@
-//! `training_free` (points): the flow v = D s with D a random skew-symmetric matrix (unit Frobenius norm,
+//! `training_free`: the flow v = (skew operator) s that keeps p stationary without training, for points (a
+//! `dataset` input, this file) or images (a `gray_scott` input: a skew-adjoint convolution, `image_flow.rs`).
+//!
+//! Points: the flow v = D s with D a random skew-symmetric matrix (unit Frobenius norm,
 //! seeded), which keeps p stationary without any training (spec §6). It is a method in its own right and
 //! the baseline `evaluate_flow` compares learned flows against (there it draws its own D per baseline seed
 //! with the same function, [`crate::science::skew::random_skew`]).
 
 use super::points_common::{load_points, load_score, stream_panel, subsample, xy};
-use super::{StageContext, StageKind};
-use crate::config::ParamSpec;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::image_common::is_image_kind;
+use super::train_score::wrong_input_params;
+use super::{image_flow, StageContext, StageKind};
+use crate::config::{ParamSpec, Params};
 use crate::io::{write_json, write_npy, Tensor};
 use crate::render::Figure;
 use crate::science::skew::{apply, random_skew};
 
-/// The `training_free` kind (points).
+/// The `training_free` kind (points and images).
 pub struct TrainingFree;
 
 impl StageKind for TrainingFree {
@@ -18,32 +25,66 @@ impl StageKind for TrainingFree {
         "training_free"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
-        "Points: the training-free flow v = D s(x, t) with D a seeded random skew-symmetric matrix (|D|_F = 1); \
-         writes D and, in 2-D, its streamlines."
+        "Points (a `dataset` input): the training-free flow v = D s(x, t) with D a seeded random skew-symmetric \
+         matrix (|D|_F = 1); writes D and, in 2-D, its streamlines. Images (a `gray_scott` input): v = K ⋆ s \
+         with K a skew-adjoint convolution (the paper's channel rotation, or a random spatial skew kernel); \
+         writes K, its Fig. 8-style slices and the Δx/Δt map."
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::input("data", "the `dataset` stage (dimension, figure)"),
+        let mut v = vec![
+            ParamSpec::input(
+                "data",
+                "the `dataset` (points) or `gray_scott` (images) stage",
+            ),
             ParamSpec::input("score", "the `train_score` stage"),
-            ParamSpec::float("noise", 0.1, "noise time t at which the score is taken")
-                .probability(),
+            ParamSpec::float(
+                "noise",
+                0.1,
+                "(points) noise time t at which the score is taken",
+            )
+            .probability(),
             ParamSpec::seed(),
-        ]
+        ];
+        v.extend(image_flow::params());
+        v
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
         vec![
-            ("skew.json", "`{d, matrix (row-major d x d), noise}`"),
-            ("skew.npy", "D as a [d, d] array"),
+            ("skew.json", "(points) `{d, matrix (row-major d x d), noise}`"),
+            ("skew.npy", "(points) D as a [d, d] array"),
             (
                 "streamlines.png",
-                "2-D: streamlines of D s over 256 data points",
+                "(points) 2-D: streamlines of D s over 256 data points",
+            ),
+            ("kernel.json", "(images) `{c_out, c_in, size, data [c_out, c_in, size, size]}`"),
+            ("kernel.png", "(images) the kernel's K[o, i] slices (Fig. 8 style)"),
+            (
+                "flow_map.png",
+                "(images) the Δx/Δt map: v = K ⋆ s at a held-out pattern beside the true Gray-Scott rates",
             ),
         ]
     }
+    fn check(&self, p: &Params) -> Vec<(&'static str, String)> {
+        image_flow::check(p)
+    }
+    fn check_wiring(
+        &self,
+        _p: &Params,
+        explicit: &BTreeSet<String>,
+        input_kinds: &BTreeMap<String, &'static str>,
+    ) -> Vec<(&'static str, String)> {
+        let Some(kind) = input_kinds.get("data") else {
+            return Vec::new();
+        };
+        wrong_input_params(self.params(), explicit, is_image_kind(kind), kind)
+    }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        if is_image_kind(&ctx.input("data")?.kind) {
+            return image_flow::run(ctx);
+        }
         let data = load_points(ctx.input("data")?)?;
         let score = load_score(ctx.input("score")?)?;
         let d = data.points.d;
