@@ -30,7 +30,7 @@ impl StageKind for TrainScore {
         "train_score"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "Points (a `dataset` input): trains the DDPM score MLP of spec §3 ([x, 2t-1] -> 64 -> 64 -> d, ReLU, \

@@ -980,8 +980,8 @@ impl ImageFlow {
     /// safetensors file). Tensors: `stencil` `[C, c, 3]` (centre, edge, corner) when isotropic, else
     /// `conv1.weight` `[C, c, 3, 3]`; `bn1.weight`, `bn1.bias`, `bn1.running_mean`, `bn1.running_var` `[C]`;
     /// `conv2.weight` `[C, C, 1, 1]`; `bn2.*` likewise; `conv3.weight` `[c, C, 1, 1]`;
-    /// `bn3.running_mean`, `bn3.running_var` `[c]`. Metadata: `"arch"` (JSON [`ImageFlowArch`]) and
-    /// `"format": "eqflow-image-flow-v1"`.
+    /// `bn3.running_mean`, `bn3.running_var` `[c]`. Metadata: `"arch"` (JSON [`ImageFlowArch`]) only;
+    /// the sidecar names the format `eqflow-image-flow-v1`.
     pub fn save(&self, path: &Path) -> Result<()> {
         use safetensors::tensor::{Dtype, TensorView};
         let bufs = self.tensors();
@@ -998,10 +998,8 @@ impl ImageFlow {
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
             .context("building safetensors views")?;
         let arch_json = serde_json::to_string(&self.arch)?;
-        let meta = std::collections::HashMap::from([
-            ("arch".to_string(), arch_json),
-            ("format".to_string(), "eqflow-image-flow-v1".to_string()),
-        ]);
+        // One metadata key only (HashMap order would make the bytes vary); the format is in the sidecar.
+        let meta = std::collections::HashMap::from([("arch".to_string(), arch_json)]);
         safetensors::serialize_to_file(tv, &Some(meta), path)
             .with_context(|| format!("writing image flow checkpoint {}", path.display()))?;
         let sidecar = serde_json::json!({

@@ -387,7 +387,7 @@ impl LocalScore {
 
     /// Saves to a safetensors file: one f32 tensor per layer, `layers.{i}.weight` `[c_out, c_in, 3, 3]`
     /// (PyTorch Conv2d layout) and `layers.{i}.bias` `[c_out]`, with the [`LocalScoreArch`] as JSON under
-    /// the metadata key `"arch"` (and `"format": "eqflow-local-score-v1"`).
+    /// the metadata key `"arch"` (the only metadata key, so that the bytes are deterministic).
     pub fn save(&self, path: &Path) -> Result<()> {
         use safetensors::tensor::{Dtype, TensorView};
         let shapes = self.arch.shapes();
@@ -416,10 +416,12 @@ impl LocalScore {
             .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
             .context("building safetensors views")?;
-        let meta = std::collections::HashMap::from([
-            ("arch".to_string(), serde_json::to_string(&self.arch)?),
-            ("format".to_string(), "eqflow-local-score-v1".to_string()),
-        ]);
+        // One metadata key only: safetensors keeps metadata in a HashMap, so two keys would be written in
+        // a different order from run to run and identical models would give different bytes.
+        let meta = std::collections::HashMap::from([(
+            "arch".to_string(),
+            serde_json::to_string(&self.arch)?,
+        )]);
         safetensors::serialize_to_file(views, &Some(meta), path)
             .with_context(|| format!("writing local score checkpoint {}", path.display()))
     }
