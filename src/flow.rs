@@ -169,7 +169,7 @@ impl PointFlow {
 
     fn check(&self, len: usize) -> anyhow::Result<usize> {
         let d = self.dim();
-        if len % d != 0 {
+        if !len.is_multiple_of(d) {
             bail!("the points have {len} values, not a multiple of the flow's dimension {d}");
         }
         Ok(len / d)

@@ -776,7 +776,9 @@ fn flow_command(
             inst.label
         )));
     }
-    let selected = plan.select(&[inst.label.clone()]).map_err(Failure::Usage)?;
+    let selected = plan
+        .select(std::slice::from_ref(&inst.label))
+        .map_err(Failure::Usage)?;
     let summary = exec::run(
         plan,
         cache,

@@ -425,8 +425,8 @@ fn pca2(rows: &[Vec<f64>]) -> Vec<[f64; 2]> {
             lambda = norm;
             v = w.iter().map(|x| x / norm).collect();
         }
-        for i in 0..n {
-            out[i][k] = v[i] * lambda.sqrt();
+        for (o, vi) in out.iter_mut().zip(&v) {
+            o[k] = vi * lambda.sqrt();
         }
         // Deflate.
         for i in 0..n {

@@ -983,25 +983,8 @@ impl ImageFlow {
     /// `bn3.running_mean`, `bn3.running_var` `[c]`. Metadata: `"arch"` (JSON [`ImageFlowArch`]) only;
     /// the sidecar names the format `eqflow-image-flow-v1`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        use safetensors::tensor::{Dtype, TensorView};
         let bufs = self.tensors();
-        let views = bufs
-            .iter()
-            .map(|(n, shape, v)| {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (n.clone(), shape.clone(), bytes)
-            })
-            .collect::<Vec<_>>();
-        let tv = views
-            .iter()
-            .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-            .context("building safetensors views")?;
-        let arch_json = serde_json::to_string(&self.arch)?;
-        // One metadata key only (HashMap order would make the bytes vary); the format is in the sidecar.
-        let meta = std::collections::HashMap::from([("arch".to_string(), arch_json)]);
-        safetensors::serialize_to_file(tv, &Some(meta), path)
-            .with_context(|| format!("writing image flow checkpoint {}", path.display()))?;
+        super::checkpoint::save(path, &bufs, &self.arch, "image flow")?;
         let sidecar = serde_json::json!({
             "format": "eqflow-image-flow-v1",
             "arch": self.arch,
@@ -1052,44 +1035,14 @@ impl ImageFlow {
 
     /// Loads a checkpoint written by [`ImageFlow::save`], checking names, shapes and dtype.
     pub fn load(path: &Path) -> Result<Self> {
-        use safetensors::{tensor::Dtype, SafeTensors};
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).context("parsing safetensors header")?;
-        let arch_json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("arch"))
-            .with_context(|| {
-                format!(
-                    "{} has no \"arch\" metadata: not an image flow checkpoint",
-                    path.display()
-                )
-            })?;
-        let arch: ImageFlowArch =
-            serde_json::from_str(arch_json).context("parsing \"arch\" metadata")?;
+        let (arch, file): (ImageFlowArch, _) = super::checkpoint::load(path, "image flow")?;
         arch.validate()?;
-        let st = SafeTensors::deserialize(&bytes).context("parsing safetensors")?;
         let mut flow = Self::init(arch, 0);
-        let mut loaded = Vec::new();
-        for (name, shape, _) in flow.tensors() {
-            let t = st
-                .tensor(&name)
-                .with_context(|| format!("{}: missing tensor {name}", path.display()))?;
-            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
-                bail!(
-                    "{}: tensor {name} is {:?} {:?}, expected F32 {shape:?}",
-                    path.display(),
-                    t.dtype(),
-                    t.shape()
-                );
-            }
-            loaded.push(
-                t.data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect::<Vec<f32>>(),
-            );
-        }
+        let loaded = flow
+            .tensors()
+            .iter()
+            .map(|(name, shape, _)| file.tensor(name, shape))
+            .collect::<Result<Vec<_>>>()?;
         let d = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         let mut params = Vec::with_capacity(flow.arch.param_len());
         for i in [0, 1, 2, 5, 6, 7, 10] {

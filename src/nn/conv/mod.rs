@@ -3,6 +3,7 @@
 //! the trained local image flow with exact tangents for its divergence (`flow`).
 //! Plain Rust with `gemm` and rayon, so training and inference run fast on a few CPU cores.
 
+pub mod checkpoint;
 pub mod flow;
 pub mod layer;
 pub mod model;

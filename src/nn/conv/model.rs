@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use gemm::Parallelism;
 use rand::Rng as _;
 use rand_distr::{Distribution, StandardNormal};
@@ -389,85 +389,31 @@ impl LocalScore {
     /// (PyTorch Conv2d layout) and `layers.{i}.bias` `[c_out]`, with the [`LocalScoreArch`] as JSON under
     /// the metadata key `"arch"` (the only metadata key, so that the bytes are deterministic).
     pub fn save(&self, path: &Path) -> Result<()> {
-        use safetensors::tensor::{Dtype, TensorView};
-        let shapes = self.arch.shapes();
-        let mut bufs = Vec::new();
+        let mut tensors = Vec::new();
         let mut off = 0;
-        for (i, s) in shapes.iter().enumerate() {
-            let wbytes: Vec<u8> = self.params[off..off + s.weight_len()]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+        for (i, s) in self.arch.shapes().iter().enumerate() {
+            let weight = self.params[off..off + s.weight_len()].to_vec();
             off += s.weight_len();
-            let bbytes: Vec<u8> = self.params[off..off + s.c_out]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            let bias = self.params[off..off + s.c_out].to_vec();
             off += s.c_out;
-            bufs.push((
+            tensors.push((
                 format!("layers.{i}.weight"),
                 vec![s.c_out, s.c_in, 3, 3],
-                wbytes,
+                weight,
             ));
-            bufs.push((format!("layers.{i}.bias"), vec![s.c_out], bbytes));
+            tensors.push((format!("layers.{i}.bias"), vec![s.c_out], bias));
         }
-        let views = bufs
-            .iter()
-            .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-            .context("building safetensors views")?;
-        // One metadata key only: safetensors keeps metadata in a HashMap, so two keys would be written in
-        // a different order from run to run and identical models would give different bytes.
-        let meta = std::collections::HashMap::from([(
-            "arch".to_string(),
-            serde_json::to_string(&self.arch)?,
-        )]);
-        safetensors::serialize_to_file(views, &Some(meta), path)
-            .with_context(|| format!("writing local score checkpoint {}", path.display()))
+        super::checkpoint::save(path, &tensors, &self.arch, "local score")
     }
 
     /// Loads a checkpoint written by [`LocalScore::save`], checking names, shapes and dtype.
     pub fn load(path: &Path) -> Result<Self> {
-        use safetensors::{tensor::Dtype, SafeTensors};
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).context("parsing safetensors header")?;
-        let arch_json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("arch"))
-            .with_context(|| {
-                format!(
-                    "{} has no \"arch\" metadata: not a local score checkpoint",
-                    path.display()
-                )
-            })?;
-        let arch: LocalScoreArch =
-            serde_json::from_str(arch_json).context("parsing \"arch\" metadata")?;
+        let (arch, file): (LocalScoreArch, _) = super::checkpoint::load(path, "local score")?;
         arch.validate()?;
-        let st = SafeTensors::deserialize(&bytes).context("parsing safetensors")?;
         let mut params = Vec::with_capacity(arch.param_len());
         for (i, s) in arch.shapes().iter().enumerate() {
-            for (name, shape) in [
-                (format!("layers.{i}.weight"), vec![s.c_out, s.c_in, 3, 3]),
-                (format!("layers.{i}.bias"), vec![s.c_out]),
-            ] {
-                let t = st
-                    .tensor(&name)
-                    .with_context(|| format!("{}: missing tensor {name}", path.display()))?;
-                if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
-                    bail!(
-                        "{}: tensor {name} is {:?} {:?}, expected F32 {shape:?}",
-                        path.display(),
-                        t.dtype(),
-                        t.shape()
-                    );
-                }
-                params.extend(
-                    t.data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                );
-            }
+            params.extend(file.tensor(&format!("layers.{i}.weight"), &[s.c_out, s.c_in, 3, 3])?);
+            params.extend(file.tensor(&format!("layers.{i}.bias"), &[s.c_out])?);
         }
         Ok(Self { arch, params })
     }
