@@ -151,7 +151,13 @@ pub fn frame_with_tracks(
 /// Tracks seen at `frame` as drawable polylines of their last `tail` frames (wrapped into the canvas;
 /// `draw_tracks` breaks the line where it wraps). The colour follows the track's index, so it is stable
 /// over an animation.
-pub fn drawn_tracks(tracks: &[Track], h: usize, w: usize, frame: usize, tail: usize) -> Vec<DrawnTrack> {
+pub fn drawn_tracks(
+    tracks: &[Track],
+    h: usize,
+    w: usize,
+    frame: usize,
+    tail: usize,
+) -> Vec<DrawnTrack> {
     tracks
         .iter()
         .enumerate()

@@ -124,7 +124,10 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         ("steps".to_string(), steps.to_string()),
         ("dt".to_string(), cfg.dt.to_string()),
         ("train_size".to_string(), data.h.to_string()),
-        ("train_icons_per_canvas".to_string(), train_icons.to_string()),
+        (
+            "train_icons_per_canvas".to_string(),
+            train_icons.to_string(),
+        ),
     ]);
     write_tensors(&ctx.output("frames.safetensors"), &tensors, &meta)?;
     ctx.metric("frames", t);
@@ -135,7 +138,10 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     }
     let images = last
         .chunks(len)
-        .map(|f| Ok(rgb_canvas(f, h, w, FieldRange::MinusOneOne)?.upscale((512 / h.max(w)).max(1) as u32)))
+        .map(|f| {
+            Ok(rgb_canvas(f, h, w, FieldRange::MinusOneOne)?
+                .upscale((512 / h.max(w)).max(1) as u32))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     contact_sheet(&images, 4, 4, plotters::style::RGBColor(60, 60, 60))?
         .save_png(&ctx.output("final.png"))?;

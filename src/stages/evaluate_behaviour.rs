@@ -46,13 +46,46 @@ impl StageKind for EvaluateBehaviour {
         let th = Thresholds::default();
         let bc = BehaviourConfig::default();
         vec![
-            ParamSpec::inputs("tracks", "the `track` stage(s); a swept `track` stage gives every seed's run"),
-            ParamSpec::float("min_speed", bc.min_speed, "speed (px/frame) below which a creature counts as still (left out of headings)").min(0.0),
-            ParamSpec::int("min_track_len", bc.min_track_len as i64, "tracks with fewer detections are counted but not used for motion").positive(),
-            ParamSpec::float("static_speed", th.static_speed, "mean speed (px/frame) below which a run is `static`").min(0.0),
-            ParamSpec::float("collective", th.collective, "least polarisation for `collective motion`").probability(),
-            ParamSpec::float("milling", th.milling, "least |angular momentum| for `milling`").probability(),
-            ParamSpec::float("factor", th.factor, "both must also exceed this many times the random baseline 1/sqrt(n)").min(0.0),
+            ParamSpec::inputs(
+                "tracks",
+                "the `track` stage(s); a swept `track` stage gives every seed's run",
+            ),
+            ParamSpec::float(
+                "min_speed",
+                bc.min_speed,
+                "speed (px/frame) below which a creature counts as still (left out of headings)",
+            )
+            .min(0.0),
+            ParamSpec::int(
+                "min_track_len",
+                bc.min_track_len as i64,
+                "tracks with fewer detections are counted but not used for motion",
+            )
+            .positive(),
+            ParamSpec::float(
+                "static_speed",
+                th.static_speed,
+                "mean speed (px/frame) below which a run is `static`",
+            )
+            .min(0.0),
+            ParamSpec::float(
+                "collective",
+                th.collective,
+                "least polarisation for `collective motion`",
+            )
+            .probability(),
+            ParamSpec::float(
+                "milling",
+                th.milling,
+                "least |angular momentum| for `milling`",
+            )
+            .probability(),
+            ParamSpec::float(
+                "factor",
+                th.factor,
+                "both must also exceed this many times the random baseline 1/sqrt(n)",
+            )
+            .min(0.0),
         ]
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
@@ -82,15 +115,28 @@ impl StageKind for EvaluateBehaviour {
         let (mut icon, mut expected, mut frame_time) = (String::new(), f64::NAN, 1.0);
         for a in ctx.input_list("tracks")? {
             if a.kind != "track" {
-                anyhow::bail!("input `{}` is a `{}` stage; expected `track`", a.stage, a.kind);
+                anyhow::bail!(
+                    "input `{}` is a `{}` stage; expected `track`",
+                    a.stage,
+                    a.kind
+                );
             }
             let v: serde_json::Value = read_json(&a.dir.join("tracks.json"))?;
-            let num = |k: &str| v[k].as_f64().with_context(|| format!("tracks.json of `{}`: `{k}`", a.stage));
-            let (h, w, t) = (num("height")? as usize, num("width")? as usize, num("frames")? as usize);
+            let num = |k: &str| {
+                v[k].as_f64()
+                    .with_context(|| format!("tracks.json of `{}`: `{k}`", a.stage))
+            };
+            let (h, w, t) = (
+                num("height")? as usize,
+                num("width")? as usize,
+                num("frames")? as usize,
+            );
             icon = v["icon"].as_str().unwrap_or_default().to_string();
             expected = num("expected_count")?;
             frame_time = num("every")? * num("dt")?;
-            let canvases = v["canvases"].as_array().context("tracks.json: `canvases`")?;
+            let canvases = v["canvases"]
+                .as_array()
+                .context("tracks.json: `canvases`")?;
             for (c, canvas) in canvases.iter().enumerate() {
                 let tracks: Vec<Track> = canvas["tracks"]
                     .as_array()
@@ -115,7 +161,10 @@ impl StageKind for EvaluateBehaviour {
                 });
             }
         }
-        let summaries: Vec<Summary> = runs.iter().map(|r| summarize_last_half(&r.series)).collect();
+        let summaries: Vec<Summary> = runs
+            .iter()
+            .map(|r| summarize_last_half(&r.series))
+            .collect();
         let per_run: Vec<(String, crate::science::behaviour::Verdict)> = runs
             .iter()
             .zip(&summaries)
@@ -144,8 +193,14 @@ impl StageKind for EvaluateBehaviour {
         ctx.metric("random_polarisation", all.random_baseline());
         ctx.metric("nn_distance", spread(&col(|s| s.nn_distance.mean)));
         ctx.metric("random_nn_distance", all.random_spacing());
-        ctx.metric("angular_momentum", spread(&col(|s| s.angular_momentum.mean)));
-        ctx.metric("abs_angular_momentum", spread(&col(|s| s.angular_momentum.mean.abs())));
+        ctx.metric(
+            "angular_momentum",
+            spread(&col(|s| s.angular_momentum.mean)),
+        );
+        ctx.metric(
+            "abs_angular_momentum",
+            spread(&col(|s| s.angular_momentum.mean.abs())),
+        );
         ctx.metric("verdict", overall.text.clone());
         ctx.metric("verdict_kind", serde_json::to_value(overall.kind)?);
         let kinds: Vec<serde_json::Value> = per_run
@@ -192,19 +247,29 @@ impl StageKind for EvaluateBehaviour {
         if expected.is_finite() {
             count = count.series(flat("training density", expected));
         }
-        let mut pol = LinePlot::new("polarisation |mean unit velocity|", "SDE time", "polarisation")
-            .series(band(2, &who));
+        let mut pol = LinePlot::new(
+            "polarisation |mean unit velocity|",
+            "SDE time",
+            "polarisation",
+        )
+        .series(band(2, &who));
         if all.random_baseline().is_finite() {
             pol = pol.series(flat("random headings 1/sqrt(n)", all.random_baseline()));
         }
-        let mut nn = LinePlot::new("nearest-neighbour distance", "SDE time", "pixels").series(band(3, &who));
+        let mut nn =
+            LinePlot::new("nearest-neighbour distance", "SDE time", "pixels").series(band(3, &who));
         if all.random_spacing().is_finite() {
             nn = nn.series(flat("random positions", all.random_spacing()));
         }
-        let speed = LinePlot::new("mean speed", "SDE time", "pixels per frame").series(band(1, &who));
-        let ang = LinePlot::new("angular momentum about the centroid", "SDE time", "(r × v)/(|r||v|)")
-            .series(band(4, &who))
-            .series(flat("zero", 0.0));
+        let speed =
+            LinePlot::new("mean speed", "SDE time", "pixels per frame").series(band(1, &who));
+        let ang = LinePlot::new(
+            "angular momentum about the centroid",
+            "SDE time",
+            "(r × v)/(|r||v|)",
+        )
+        .series(band(4, &who))
+        .series(flat("zero", 0.0));
         Figure::new(2, 3)
             .push(count.panel())
             .push(speed.panel())
@@ -212,7 +277,10 @@ impl StageKind for EvaluateBehaviour {
             .push(nn.panel())
             .push(ang.panel())
             .panel_size(560, 400)
-            .title(format!("`{icon}` creatures: behaviour over time ({who}); {}", short(&overall.text)))
+            .title(format!(
+                "`{icon}` creatures: behaviour over time ({who}); {}",
+                short(&overall.text)
+            ))
             .save_png(&ctx.output("behaviour.png"))?;
         Ok(())
     }

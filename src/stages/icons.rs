@@ -119,7 +119,8 @@ impl StageKind for Icons {
                 placed.push(c.placed.len() as f64);
                 requested += c.requested;
                 coverage.push(
-                    c.owner.iter().filter(|&&o| o != u16::MAX).count() as f64 / (size * size) as f64,
+                    c.owner.iter().filter(|&&o| o != u16::MAX).count() as f64
+                        / (size * size) as f64,
                 );
                 if placed.len() > n_test && shown.len() < 24 {
                     shown.push(c.data);
@@ -163,7 +164,10 @@ impl StageKind for Icons {
         ctx.metric("icons_per_canvas", spread(&placed));
         ctx.metric("icons_per_128x128", per_128);
         ctx.metric("coverage", spread(&coverage));
-        ctx.metric("placed_share", placed.iter().sum::<f64>() / requested.max(1) as f64);
+        ctx.metric(
+            "placed_share",
+            placed.iter().sum::<f64>() / requested.max(1) as f64,
+        );
         ctx.metric("train_samples", n_train);
         ctx.metric("test_samples", n_test);
         ctx.log(format!(
@@ -198,7 +202,8 @@ fn icon_source(ctx: &StageContext<'_>) -> anyhow::Result<(IconSource, String)> {
             .unwrap_or_else(|| "icon".into());
         Ok((IconSource::Image(icon), name))
     } else {
-        let b = BuiltinIcon::from_name(p.str("icon")).expect("the schema allows built-in names only");
+        let b =
+            BuiltinIcon::from_name(p.str("icon")).expect("the schema allows built-in names only");
         Ok((IconSource::Builtin(b), b.name().to_string()))
     }
 }
@@ -209,6 +214,11 @@ pub fn icon_image(source: &IconSource, px: usize) -> RgbImage {
         IconSource::Builtin(b) => builtin_icon(*b, px, 0.0),
         IconSource::Image(_) => source.render(px, 0.0, Sampling::Bilinear),
     };
-    rgb_canvas(&icon.over_white(), icon.height, icon.width, FieldRange::MinusOneOne)
-        .expect("an icon is a non-empty [3, h, w] image")
+    rgb_canvas(
+        &icon.over_white(),
+        icon.height,
+        icon.width,
+        FieldRange::MinusOneOne,
+    )
+    .expect("an icon is a non-empty [3, h, w] image")
 }

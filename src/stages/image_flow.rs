@@ -58,7 +58,11 @@ pub fn kernel_for(p: &Params, seed: u64, channels: usize) -> ConvKernel {
 /// The Fig. 8-style grid of K[o, i] slices (rows o, columns i) with a shared diverging colour bar.
 pub fn kernel_figure(k: &ConvKernel, title: &str) -> anyhow::Result<Figure> {
     let m = k.data.iter().fold(0.0f32, |a, &b| a.max(b.abs())).max(1e-6) as f64;
-    let names: &[&str] = if k.c_in == 3 { &["R", "G", "B"] } else { &["u", "v"] };
+    let names: &[&str] = if k.c_in == 3 {
+        &["R", "G", "B"]
+    } else {
+        &["u", "v"]
+    };
     let mut cells = Vec::new();
     for o in 0..k.c_out {
         for i in 0..k.c_in {

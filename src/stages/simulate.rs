@@ -88,13 +88,16 @@ impl StageKind for Simulate {
         if icons && p.str("start") != "uniform" {
             out.push((
                 "start",
-                "creatures emerge from noise: an `icons` dataset needs `start = \"uniform\"`".to_string(),
+                "creatures emerge from noise: an `icons` dataset needs `start = \"uniform\"`"
+                    .to_string(),
             ));
         }
         if !icons && p.str("start") == "uniform" {
             out.push((
                 "start",
-                format!("`uniform` starts are for creatures (`icons` data); `data` is a `{kind}` stage"),
+                format!(
+                    "`uniform` starts are for creatures (`icons` data); `data` is a `{kind}` stage"
+                ),
             ));
         }
         if !icons && explicit.contains("canvas_scale") {

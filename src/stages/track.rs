@@ -128,7 +128,8 @@ impl StageKind for TrackKind {
         let panels = (0..shown)
             .map(|c| {
                 let rgb = r.frame(t - 1, c);
-                let img = crate::render::rgb_canvas(rgb, h, w, crate::render::FieldRange::MinusOneOne)?;
+                let img =
+                    crate::render::rgb_canvas(rgb, h, w, crate::render::FieldRange::MinusOneOne)?;
                 let mut panel = ImagePanel::new(
                     format!(
                         "{}: t = {:.0}, {} creatures",
@@ -162,11 +163,20 @@ impl StageKind for TrackKind {
         let n_gif = p.usize("gif_frames").min(t);
         let mut gif = Vec::with_capacity(n_gif);
         for k in 0..n_gif {
-            let f = if n_gif > 1 { k * (t - 1) / (n_gif - 1) } else { t - 1 };
+            let f = if n_gif > 1 {
+                k * (t - 1) / (n_gif - 1)
+            } else {
+                t - 1
+            };
             let mut img = frame_with_tracks(r.frame(f, 0), h, w, &all_tracks[0], f, tail, scale)?;
             if let Some(icon) = &icon {
                 let target = (img.width / 6).max(8);
-                crate::render::paste_inset(&mut img, &icon.fit(target, target), Corner::TopRight, 4);
+                crate::render::paste_inset(
+                    &mut img,
+                    &icon.fit(target, target),
+                    Corner::TopRight,
+                    4,
+                );
             }
             gif.push(img);
         }
