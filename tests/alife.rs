@@ -187,7 +187,10 @@ fn tiny_alife_pipeline_produces_every_output() {
             assert!(m[key][s].is_number(), "{key} lacks {s}: {m}");
         }
     }
-    assert!(m["nn_distance"]["n"].is_number(), "undefined statistics still say how many runs they have");
+    assert!(
+        m["nn_distance"]["n"].is_number(),
+        "undefined statistics still say how many runs they have"
+    );
     assert!(m["verdict"].as_str().expect("verdict").len() > 10);
     let text = std::fs::read_to_string(b.join("verdict.txt")).expect("verdict.txt");
     assert!(

@@ -152,7 +152,7 @@ impl StageKind for TrackKind {
         Figure::row(panels)
             .panel_size(620, 660)
             .title(format!(
-                "artificial life: `{}` creatures from noise under the training-free flow (tracks: last {tail} frames)",
+                "`{}` from noise (tracks: last {tail} frames)",
                 r.icon
             ))
             .save_png(&ctx.output("panel.png"))
