@@ -4,7 +4,8 @@
 //!
 //! The image kinds read their data through [`ImageData::open`], which checks that the input is a
 //! `gray_scott` stage and keeps the file mapped: training samples batches straight from the map, so a
-//! paper-scale dataset (1 GB) is never copied into memory.
+//! paper-scale dataset (1 GB) is never copied into memory. An `icons` stage (artificial life, spec §8) is
+//! an image dataset too: 3 RGB channels instead of (u, v), no Gray-Scott rates, drawn as plain RGB.
 
 use anyhow::{bail, Context};
 
@@ -16,7 +17,7 @@ use crate::science::gray_scott::{preset, GrayScottParams};
 use crate::science::skew_kernel::ConvKernel;
 
 /// The input kinds that carry image fields.
-pub const IMAGE_KINDS: &[&str] = &["gray_scott"];
+pub const IMAGE_KINDS: &[&str] = &["gray_scott", "icons"];
 
 /// Whether an input of kind `kind` carries images (as opposed to points).
 pub fn is_image_kind(kind: &str) -> bool {
@@ -34,6 +35,8 @@ pub struct ImageData {
     pub h: usize,
     /// Width.
     pub w: usize,
+    /// Channels per field: 2 (u, v) for `gray_scott`, 3 (RGB) for `icons`.
+    pub channels: usize,
 }
 
 impl ImageData {
@@ -48,12 +51,20 @@ impl ImageData {
         }
         let file = read_tensors(&input.dir.join("data.safetensors"))?;
         let meta = file.metadata();
-        let rates: [f32; 4] = serde_json::from_str(
-            meta.get("rates")
-                .context("dataset metadata has no `rates`")?,
-        )
-        .context("parsing `rates` metadata")?;
-        let preset = meta.get("preset").cloned().unwrap_or_default();
+        let rates: [f32; 4] = if input.kind == "icons" {
+            [0.0; 4]
+        } else {
+            serde_json::from_str(
+                meta.get("rates")
+                    .context("dataset metadata has no `rates`")?,
+            )
+            .context("parsing `rates` metadata")?
+        };
+        let preset = meta
+            .get("preset")
+            .or_else(|| meta.get("icon"))
+            .cloned()
+            .unwrap_or_default();
         let (shape, _) = file.f32_view("x", 4)?;
         Ok(Self {
             params: GrayScottParams {
@@ -65,6 +76,7 @@ impl ImageData {
             preset,
             h: shape[2],
             w: shape[3],
+            channels: shape[1],
             file,
         })
     }
@@ -81,7 +93,19 @@ impl ImageData {
 
     /// Values per field.
     pub fn item_len(&self) -> usize {
-        2 * self.h * self.w
+        self.channels * self.h * self.w
+    }
+
+    /// One field drawn for figures, `px` pixels on its longer side: the paper's Turing colours for
+    /// `gray_scott` fields ([`paper_image_px`]), plain RGB for `icons` canvases.
+    pub fn image_px(&self, field: &[f32], px: usize) -> anyhow::Result<RgbImage> {
+        if self.channels == 3 {
+            let img = crate::render::rgb_canvas(field, self.h, self.w, FieldRange::MinusOneOne)?;
+            let m = self.h.max(self.w);
+            Ok(img.resize_nearest((px * self.w / m) as u32, (px * self.h / m) as u32))
+        } else {
+            paper_image_px(field, self.h, self.w, px)
+        }
     }
 
     /// The first `n` held-out fields (all of them if fewer), with a clear error when there are none.

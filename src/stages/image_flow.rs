@@ -20,9 +20,9 @@ pub fn params() -> Vec<ParamSpec> {
     vec![
         ParamSpec::choice(
             "kernel",
-            &["rotation", "spatial"],
+            &["rotation", "spatial", "channel_mixing"],
             "rotation",
-            "(images) skew kernel: the paper's 1x1 channel `rotation`, or a random `spatial` size x size skew kernel",
+            "(images) skew kernel: the paper's 1x1 channel `rotation` (2 channels), a random `spatial` size x size skew kernel, or a random 1x1 skew `channel_mixing` of all channels (the artificial-life flow: 3x3 over RGB)",
         ),
         ParamSpec::int("gamma", 1, "(images) rotation sign γ (+1 or -1)").min(-1.0).max(1.0),
         ParamSpec::int("size", 5, "(images) spatial kernel side (odd)").min(1.0).max(31.0),
@@ -41,10 +41,16 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
     out
 }
 
-/// The kernel a `training_free` stage with these parameters uses.
+/// The kernel a `training_free` stage with these parameters uses (2 channels: Gray-Scott).
 pub fn kernel_of(p: &Params, seed: u64) -> ConvKernel {
+    kernel_for(p, seed, 2)
+}
+
+/// The kernel a `training_free` stage with these parameters uses on fields of `channels` channels.
+pub fn kernel_for(p: &Params, seed: u64, channels: usize) -> ConvKernel {
     match p.str("kernel") {
-        "spatial" => ConvKernel::spatial(2, p.usize("size"), seed),
+        "spatial" => ConvKernel::spatial(channels, p.usize("size"), seed),
+        "channel_mixing" => ConvKernel::channel_mixing(channels, seed),
         _ => ConvKernel::rotation(p.int("gamma") as f32),
     }
 }
@@ -52,7 +58,11 @@ pub fn kernel_of(p: &Params, seed: u64) -> ConvKernel {
 /// The Fig. 8-style grid of K[o, i] slices (rows o, columns i) with a shared diverging colour bar.
 pub fn kernel_figure(k: &ConvKernel, title: &str) -> anyhow::Result<Figure> {
     let m = k.data.iter().fold(0.0f32, |a, &b| a.max(b.abs())).max(1e-6) as f64;
-    let names = ["u", "v"];
+    let names: &[&str] = if k.c_in == 3 {
+        &["R", "G", "B"]
+    } else {
+        &["u", "v"]
+    };
     let mut cells = Vec::new();
     for o in 0..k.c_out {
         for i in 0..k.c_in {
@@ -76,6 +86,9 @@ pub fn kernel_figure(k: &ConvKernel, title: &str) -> anyhow::Result<Figure> {
 pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let data = ImageData::open(ctx.input("data")?)?;
+    if data.channels != 2 {
+        return super::alife_common::training_free_icons(ctx, &data);
+    }
     let model = load_local_score(ctx.input("score")?)?;
     let k = kernel_of(p, ctx.seed());
     let what = match p.str("kernel") {

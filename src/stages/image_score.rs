@@ -1,5 +1,6 @@
-//! `train_score` (images): the score of Turing-pattern fields at the single noise level the flow uses
-//! (DDPM timestep 10, σ = 0.235), trained by denoising score matching on a `gray_scott` stage.
+//! `train_score` (images): the score of Turing-pattern fields (a `gray_scott` stage) or of creature
+//! canvases (an `icons` stage, 3 RGB channels) at the single noise level the flow uses (DDPM timestep 10,
+//! σ = 0.235), trained by denoising score matching.
 //!
 //! `model = "local"` is the CPU model of spec §7b ([`crate::nn::conv::LocalScore`]: circular dilated 3x3
 //! convolutions, ε-prediction, random periodic crops with the square's symmetries). Batches are sampled
@@ -9,7 +10,7 @@
 
 use anyhow::Context;
 
-use super::image_common::{abar, paper_image_px, ImageData};
+use super::image_common::{abar, ImageData};
 use super::points_common::loss_panel;
 use super::{spread, StageContext};
 use crate::config::{ParamSpec, Params};
@@ -106,7 +107,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         cfg.width, cfg.dilations, h, w, data.preset, cfg.iterations, cfg.batch, cfg.crop, (1.0 - cfg.abar).sqrt()
     ));
     let bar = ctx.progress(cfg.iterations as u64, "steps");
-    let (model, losses) = train_local_score(train, h, w, 2, &cfg, &mut |_, loss| {
+    let (model, losses) = train_local_score(train, h, w, data.channels, &cfg, &mut |_, loss| {
         bar.inc(1);
         bar.message(format!("loss {loss:.4}"));
     })
@@ -164,7 +165,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         for i in 0..m {
             let f = &row[i * data.item_len()..(i + 1) * data.item_len()];
             let f: Vec<f32> = f.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
-            cells.push(paper_image_px(&f, h, w, 160)?);
+            cells.push(data.image_px(&f, 160)?);
         }
     }
     let grid = ImageGrid::new(

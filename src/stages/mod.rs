@@ -15,16 +15,21 @@ use crate::science::rng;
 
 pub mod registry;
 
+pub mod alife_common;
+pub mod alife_simulate;
 pub mod dataset;
 pub mod evaluate_alignment;
+pub mod evaluate_behaviour;
 pub mod evaluate_chaos;
 pub mod evaluate_flow;
 pub mod gray_scott;
+pub mod icons;
 pub mod image_common;
 pub mod image_flow;
 pub mod image_score;
 pub mod points_common;
 pub mod simulate;
+pub mod track;
 pub mod train_dynamics;
 pub mod train_score;
 pub mod training_free;

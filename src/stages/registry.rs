@@ -12,6 +12,9 @@ static KINDS: &[&dyn StageKind] = &[
     &super::evaluate_chaos::EvaluateChaos,
     &super::simulate::Simulate,
     &super::evaluate_alignment::EvaluateAlignment,
+    &super::icons::Icons,
+    &super::track::TrackKind,
+    &super::evaluate_behaviour::EvaluateBehaviour,
 ];
 
 /// Every registered kind, in documentation order.

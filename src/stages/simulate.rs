@@ -6,14 +6,17 @@
 //! with Gray-Scott run from the same patterns for comparison: the paper's Figure 3 for this preset (initial
 //! / evolved by the flow / evolved by Gray-Scott), an animated GIF of the rollout beside Gray-Scott, and
 //! pattern-preservation metrics (spectrum and histogram distances to the data) with their spread.
+//!
+//! With an `icons` dataset (artificial life, spec §8) the rollout starts from uniform noise on a larger
+//! canvas instead and keeps the smoothed frames that creatures are tracked in: see `alife_simulate.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand_distr::{Distribution, StandardNormal};
 
 use super::image_common::{load_kernel, load_local_score, paper_image_px, ImageData};
 use super::{spread, StageContext, StageKind};
-use crate::config::ParamSpec;
+use crate::config::{ParamSpec, Params};
 use crate::io::{write_tensors, Tensor};
 use crate::render::{side_by_side, write_gif, GifOptions, ImageGrid};
 use crate::science::gray_scott::simulate as gs_simulate;
@@ -38,14 +41,15 @@ impl StageKind for Simulate {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::input("data", "the `gray_scott` stage (held-out patterns, rates)"),
+            ParamSpec::input("data", "the `gray_scott` stage (held-out patterns, rates) or the `icons` stage (creatures)"),
             ParamSpec::input("score", "the `train_score` stage (images)"),
             ParamSpec::input("flow", "the `training_free` stage (images) whose kernel K drives the flow"),
             ParamSpec::int("patterns", 4, "held-out patterns rolled out together").positive(),
             ParamSpec::int("steps", 250, "SDE steps (paper's Figure 3: 250)").positive(),
             ParamSpec::float("eta", 0.1, "Langevin weight η").min(0.0),
             ParamSpec::float("dt", 0.01, "SDE time step").positive(),
-            ParamSpec::choice("start", &["noised", "clean"], "noised", "start from the clean pattern or from it noised at the score's level (paper: noised)"),
+            ParamSpec::choice("start", &["noised", "clean", "uniform"], "noised", "start from the clean pattern, from it noised at the score's level (paper's Turing runs: noised), or from uniform noise in [-1, 1] (creatures: `uniform`, the only start for an `icons` dataset)"),
+            ParamSpec::int("canvas_scale", 1, "(icons) canvas side as a multiple of the training canvas (paper: 2, 128 -> 256)").positive(),
             ParamSpec::int("every", 5, "keep every this many steps as a frame").positive(),
             ParamSpec::float("ema", 0.9, "EMA decay of the denoised frames").probability(),
             ParamSpec::int("gs_steps", 50, "Gray-Scott steps shown for comparison over the same rollout (paper: 50)").min(0.0),
@@ -61,9 +65,53 @@ impl StageKind for Simulate {
             ),
             ("figure3.png", "the paper's Figure 3 for this preset: initial / flow (EMA of denoised) / Gray-Scott"),
             ("rollout.gif", "the first pattern's rollout (EMA of denoised frames) beside Gray-Scott"),
+            (
+                "frames.safetensors (icons)",
+                "`ema` [T, P, 3, H, W] EMA of denoised frames, `final_state` [P, 3, H, W]; metadata: frame interval, \
+                 training canvas and density",
+            ),
+            ("final.png", "(icons) the last smoothed frame of every canvas"),
+            ("icon.png", "(icons) the creature, passed on for insets"),
         ]
     }
+    fn check_wiring(
+        &self,
+        p: &Params,
+        explicit: &BTreeSet<String>,
+        input_kinds: &BTreeMap<String, &'static str>,
+    ) -> Vec<(&'static str, String)> {
+        let Some(&kind) = input_kinds.get("data") else {
+            return Vec::new();
+        };
+        let icons = kind == "icons";
+        let mut out = Vec::new();
+        if icons && p.str("start") != "uniform" {
+            out.push((
+                "start",
+                "creatures emerge from noise: an `icons` dataset needs `start = \"uniform\"`"
+                    .to_string(),
+            ));
+        }
+        if !icons && p.str("start") == "uniform" {
+            out.push((
+                "start",
+                format!(
+                    "`uniform` starts are for creatures (`icons` data); `data` is a `{kind}` stage"
+                ),
+            ));
+        }
+        if !icons && explicit.contains("canvas_scale") {
+            out.push((
+                "canvas_scale",
+                format!("`canvas_scale` only applies to `icons` inputs, but `data` is a `{kind}` stage; remove it"),
+            ));
+        }
+        out
+    }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        if ctx.input("data")?.kind == "icons" {
+            return super::alife_simulate::run(ctx);
+        }
         let p = ctx.params;
         let data = ImageData::open(ctx.input("data")?)?;
         let model = load_local_score(ctx.input("score")?)?;

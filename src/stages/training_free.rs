@@ -72,14 +72,23 @@ impl StageKind for TrainingFree {
     }
     fn check_wiring(
         &self,
-        _p: &Params,
+        p: &Params,
         explicit: &BTreeSet<String>,
         input_kinds: &BTreeMap<String, &'static str>,
     ) -> Vec<(&'static str, String)> {
         let Some(kind) = input_kinds.get("data") else {
             return Vec::new();
         };
-        wrong_input_params(self.params(), explicit, is_image_kind(kind), kind)
+        let mut out = wrong_input_params(self.params(), explicit, is_image_kind(kind), kind);
+        if *kind == "icons" && p.str("kernel") == "rotation" {
+            out.push((
+                "kernel",
+                "the `rotation` kernel mixes 2 channels; creature canvases have 3 (RGB): use \
+                 `kernel = \"channel_mixing\"` (the paper's artificial-life flow) or `\"spatial\"`"
+                    .to_string(),
+            ));
+        }
+        out
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         if is_image_kind(&ctx.input("data")?.kind) {

@@ -1,0 +1,149 @@
+//! `simulate` on creatures (spec §8): the training-free flow's SDE dx = (K + ηI) ⋆ s(x) dt + sqrt(2η dt) dW
+//! (stochastic Heun, one score pass per drift) started from uniform noise in [-1, 1] on a canvas
+//! `canvas_scale` times the training canvas's side — the score network is fully convolutional and circular,
+//! so it runs on any periodic canvas — for `patterns` canvases at once.
+//!
+//! Only the display frames are kept: the Tweedie-denoised frames smoothed by an EMA, every `every` steps,
+//! which is what creatures are tracked in. The metadata carries what the tracker and the behaviour
+//! evaluation need (frame interval, the training canvas and its creature density), and the creature's
+//! picture (`icon.png`) is passed on for the figures' inset.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use rand::Rng as _;
+
+use super::image_common::{load_kernel, load_local_score, ImageData};
+use super::StageContext;
+use crate::io::{read_tensors, write_tensors, Tensor};
+use crate::render::{contact_sheet, rgb_canvas, FieldRange};
+use crate::science::rng::stream;
+use crate::science::sde::{heun_sde, FieldShape, FrameEma, FrameKind, SdeConfig};
+
+/// Rolls creatures out of noise.
+pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+    let p = ctx.params;
+    let input = ctx.input("data")?.clone();
+    let data = ImageData::open(&input)?;
+    let meta = read_tensors(&input.dir.join("data.safetensors"))?.metadata();
+    let train_icons: f64 = meta
+        .get("icons_per_canvas")
+        .context("icons metadata has no `icons_per_canvas`")?
+        .parse()
+        .context("icons metadata `icons_per_canvas`")?;
+    let model = load_local_score(ctx.input("score")?)?;
+    let k = load_kernel(ctx.input("flow")?)?;
+    if k.c_in != data.channels || model.arch.channels != data.channels {
+        bail!(
+            "the flow's kernel has {} channels and the score {}, but the creatures have {}: were they made from \
+             another dataset?",
+            k.c_in,
+            model.arch.channels,
+            data.channels
+        );
+    }
+    let scale = p.usize("canvas_scale");
+    let (h, w) = (data.h * scale, data.w * scale);
+    let n = p.usize("patterns");
+    let len = 3 * h * w;
+    let mut rng = stream(ctx.seed(), "simulate/uniform");
+    let mut x: Vec<f32> = (0..n * len).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    let (steps, every) = (p.usize("steps"), p.usize("every"));
+    let cfg = SdeConfig {
+        eta: p.float("eta") as f32,
+        dt: p.float("dt") as f32,
+        steps,
+        seed: ctx.seed(),
+    };
+    ctx.log(format!(
+        "rolling `{}` creatures out of uniform noise: {n} canvas(es) of {h}x{w} ({scale}x the training side), \
+         {steps} steps, η {} dt {}, a frame every {every} steps",
+        data.preset, cfg.eta, cfg.dt
+    ));
+    let (sig, a) = (model.sigma(), model.signal_scale());
+    let mut ema = FrameEma::new(
+        p.float("ema") as f32,
+        FrameKind::Denoised {
+            sigma: sig,
+            signal_scale: a,
+        },
+    );
+    let clip = p.bool("clip_x0");
+    let kernels = vec![&k; n];
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let mut emas = Vec::new();
+    let mut finite = true;
+    let bar = ctx.progress(steps as u64, "SDE steps");
+    heun_sde(
+        &mut x,
+        FieldShape { n, c: 3, h, w },
+        &kernels,
+        &ids,
+        &cfg,
+        &mut |x, out| model.score_with(x, x.len() / len, h, w, clip, out),
+        &mut |step, x, s| {
+            ema.update(x, s);
+            if step > 0 {
+                bar.inc(1);
+            }
+            if step % every == 0 || step == steps {
+                finite &= x.iter().all(|v| v.is_finite());
+                emas.extend_from_slice(&ema.ema);
+            }
+        },
+    );
+    bar.finish();
+    if !finite {
+        bail!(
+            "the rollout diverged (non-finite states): try a smaller dt than {}",
+            cfg.dt
+        );
+    }
+    let t = emas.len() / (n * len);
+    let last = emas[(t - 1) * n * len..].to_vec();
+    let tensors = BTreeMap::from([
+        (
+            "ema".to_string(),
+            Tensor::F32 {
+                shape: vec![t, n, 3, h, w],
+                data: emas,
+            },
+        ),
+        (
+            "final_state".to_string(),
+            Tensor::F32 {
+                shape: vec![n, 3, h, w],
+                data: x,
+            },
+        ),
+    ]);
+    let meta = BTreeMap::from([
+        ("data_kind".to_string(), "icons".to_string()),
+        ("preset".to_string(), data.preset.clone()),
+        ("every".to_string(), every.to_string()),
+        ("steps".to_string(), steps.to_string()),
+        ("dt".to_string(), cfg.dt.to_string()),
+        ("train_size".to_string(), data.h.to_string()),
+        (
+            "train_icons_per_canvas".to_string(),
+            train_icons.to_string(),
+        ),
+    ]);
+    write_tensors(&ctx.output("frames.safetensors"), &tensors, &meta)?;
+    ctx.metric("frames", t);
+    ctx.metric("canvas", h);
+    let icon = input.dir.join("icon.png");
+    if icon.exists() {
+        std::fs::copy(&icon, ctx.output("icon.png"))?;
+    }
+    let images = last
+        .chunks(len)
+        .map(|f| {
+            Ok(rgb_canvas(f, h, w, FieldRange::MinusOneOne)?
+                .upscale((512 / h.max(w)).max(1) as u32))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    contact_sheet(&images, 4, 4, plotters::style::RGBColor(60, 60, 60))?
+        .save_png(&ctx.output("final.png"))?;
+    Ok(())
+}

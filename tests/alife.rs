@@ -1,0 +1,279 @@
+//! Integration tests of the artificial-life stage kinds: a tiny version of the shipped `alife_firefly`
+//! pipeline (32x32 canvases, a few steps of everything, two seeds, via `--set`) through the real binary,
+//! asserting real outputs; the user-PNG pipeline `alife_my_icon` (whose icon this file draws); and the
+//! errors for a missing and an alpha-less PNG.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::Project;
+
+/// Shrinks an alife pipeline to seconds.
+const TINY: &[&str] = &[
+    "--set",
+    "stages.data.size=32",
+    "--set",
+    "stages.data.icons_min=2",
+    "--set",
+    "stages.data.icons_max=3",
+    "--set",
+    "stages.data.icon_min=8",
+    "--set",
+    "stages.data.icon_max=10",
+    "--set",
+    "stages.data.samples=12",
+    "--set",
+    "stages.data.test_samples=2",
+    "--set",
+    "stages.score.iterations=8",
+    "--set",
+    "stages.score.crop=24",
+    "--set",
+    "stages.score.width=8",
+    "--set",
+    "stages.simulate.steps=16",
+    "--set",
+    "stages.simulate.every=2",
+    "--set",
+    "sweep.seeds=2",
+];
+
+fn args<'a>(first: &[&'a str]) -> Vec<&'a str> {
+    let mut v = first.to_vec();
+    v.extend_from_slice(TINY);
+    v
+}
+
+fn copy_pipeline(p: &Project, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/pipelines/{name}", env!("CARGO_MANIFEST_DIR")))
+        .expect("read pipeline");
+    p.pipeline(name, &text)
+}
+
+fn show(p: &Project, file: &str, stage: &str) -> PathBuf {
+    let r = p.run(&args(&["show", file, stage]));
+    assert!(r.ok(), "show failed: {}", r.stderr);
+    PathBuf::from(r.stdout.trim().lines().next().expect("a path"))
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))
+        .expect("json")
+}
+
+fn assert_png(path: &Path) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).expect("png exists"));
+    let reader = decoder.read_info().expect("png decodes");
+    assert!(
+        reader.info().width > 16 && reader.info().height > 16,
+        "{}",
+        path.display()
+    );
+}
+
+/// The shipped user icon: a 32x32 orange "squid" (an ellipse body with a dark eye at the front and three
+/// tentacles behind) on a transparent background, drawn deterministically with the `png` crate.
+fn draw_my_icon() -> Vec<u8> {
+    let n = 32usize;
+    let mut rgba = vec![0u8; n * n * 4];
+    for y in 0..n {
+        for x in 0..n {
+            let (u, v) = (
+                (x as f64 + 0.5) / n as f64 * 2.0 - 1.0,
+                (y as f64 + 0.5) / n as f64 * 2.0 - 1.0,
+            );
+            let body = ((u - 0.15) / 0.7).powi(2) + (v / 0.45).powi(2) <= 1.0;
+            let tentacle =
+                u < -0.4 && u > -0.95 && [-0.3, 0.0, 0.3].iter().any(|c| (v - c).abs() < 0.08);
+            let eye = (u - 0.5).powi(2) + (v + 0.1).powi(2) <= 0.02;
+            let px = if eye {
+                [30, 20, 60, 255]
+            } else if body {
+                [245, 140, 30, 255]
+            } else if tentacle {
+                [150, 60, 170, 255]
+            } else {
+                [0, 0, 0, 0]
+            };
+            rgba[(y * n + x) * 4..(y * n + x + 1) * 4].copy_from_slice(&px);
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, n as u32, n as u32);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().expect("png header");
+        w.write_image_data(&rgba).expect("png data");
+    }
+    out
+}
+
+/// `pipelines/assets/my_icon.png` is this drawing (`EQFLOW_BLESS=1` rewrites it).
+#[test]
+fn shipped_user_icon_is_the_drawn_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/assets/my_icon.png");
+    let drawn = draw_my_icon();
+    if std::env::var_os("EQFLOW_BLESS").is_some() || !path.exists() {
+        std::fs::write(&path, &drawn).expect("write the icon");
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("icon"),
+        drawn,
+        "run with EQFLOW_BLESS=1 to redraw"
+    );
+    let icon = eqflow::io::icon::read_icon(&path).expect("the shipped icon reads");
+    assert_eq!((icon.height, icon.width), (32, 32));
+}
+
+#[test]
+fn tiny_alife_pipeline_produces_every_output() {
+    let p = Project::new();
+    let f = copy_pipeline(&p, "alife_firefly.toml");
+    p.run(&args(&["run", &f])).assert_ok();
+
+    let data = show(&p, &f, "data");
+    let file = eqflow::io::read_tensors(&data.join("data.safetensors")).expect("dataset decodes");
+    let (shape, x) = file.f32_view("x", 4).expect("x");
+    assert_eq!(shape, vec![12, 3, 32, 32]);
+    assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
+    // White background dominates, creatures are there.
+    assert!(x.iter().filter(|&&v| v == 1.0).count() > x.len() / 2);
+    assert!(x.iter().any(|&v| v < 0.0));
+    assert_png(&data.join("samples.png"));
+    assert_png(&data.join("icon.png"));
+    let m = metrics(&data);
+    assert!(m["icons_per_canvas"]["mean"].as_f64().expect("density") >= 1.0);
+
+    let flow = show(&p, &f, "flow");
+    let k: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(flow.join("kernel.json")).expect("kernel"))
+            .expect("json");
+    assert_eq!((k["c_in"].as_u64(), k["size"].as_u64()), (Some(3), Some(1)));
+    assert!(metrics(&flow)["skew_defect"].as_f64().expect("defect") < 1e-6);
+
+    let r = p.run(&args(&["show", &f, "track"]));
+    assert!(r.ok(), "{}", r.stderr);
+    let tracks: Vec<PathBuf> = r.stdout.lines().map(PathBuf::from).collect();
+    assert_eq!(tracks.len(), 2, "one track stage per seed: {}", r.stdout);
+    for t in &tracks {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.join("tracks.json")).expect("tracks"))
+                .expect("json");
+        assert_eq!(
+            v["width"].as_u64(),
+            Some(64),
+            "the rollout canvas is twice the training side"
+        );
+        assert_eq!(
+            v["canvases"][0]["detections"]
+                .as_array()
+                .expect("per frame")
+                .len(),
+            9
+        );
+        assert_png(&t.join("panel.png"));
+        assert!(std::fs::read(t.join("tracks.gif"))
+            .expect("gif")
+            .starts_with(b"GIF89a"));
+    }
+
+    let b = show(&p, &f, "behaviour");
+    let m = metrics(&b);
+    assert_eq!(m["runs"].as_u64(), Some(2));
+    for key in ["count", "count_start", "count_vs_expected"] {
+        for s in ["mean", "std", "n"] {
+            assert!(m[key][s].is_number(), "{key} lacks {s}: {m}");
+        }
+    }
+    assert!(
+        m["nn_distance"]["n"].is_number(),
+        "undefined statistics still say how many runs they have"
+    );
+    assert!(m["verdict"].as_str().expect("verdict").len() > 10);
+    let text = std::fs::read_to_string(b.join("verdict.txt")).expect("verdict.txt");
+    assert!(
+        text.contains("firefly") && text.contains("per run"),
+        "{text}"
+    );
+    assert_png(&b.join("behaviour.png"));
+}
+
+#[test]
+fn user_png_pipeline_uses_the_icon() {
+    let p = Project::new();
+    let f = copy_pipeline(&p, "alife_my_icon.toml");
+    std::fs::create_dir_all(p.path().join("pipelines/assets")).expect("mkdir");
+    std::fs::write(
+        p.path().join("pipelines/assets/my_icon.png"),
+        draw_my_icon(),
+    )
+    .expect("icon");
+    p.run(&args(&["run", &f, "data"])).assert_ok();
+    let data = show(&p, &f, "data");
+    let file = eqflow::io::read_tensors(&data.join("data.safetensors")).expect("dataset");
+    assert_eq!(
+        file.metadata().get("icon").map(String::as_str),
+        Some("my_icon")
+    );
+    let (_, x) = file.f32_view("x", 4).expect("x");
+    // Orange (R high, B low) pixels come from the icon.
+    let n = 32 * 32;
+    let orange = (0..n)
+        .filter(|&i| x[i] > 0.8 && x[2 * n + i] < -0.5)
+        .count();
+    assert!(orange > 10, "no orange icon pixels in the first canvas");
+}
+
+fn icon_pipeline(p: &Project, png_name: &str) -> String {
+    p.pipeline(
+        "mine.toml",
+        &format!(
+            "[pipeline]\nname = \"mine\"\nseed = 0\n\n[stages.data]\nkind = \"icons\"\npath = \"{png_name}\"\nsize = 32\n\
+             icons_min = 1\nicons_max = 2\nicon_min = 8\nicon_max = 10\nsamples = 4\ntest_samples = 1\n"
+        ),
+    )
+}
+
+#[test]
+fn missing_png_is_a_clear_error_and_nothing_is_cached() {
+    let p = Project::new();
+    let f = icon_pipeline(&p, "no_such_icon.png");
+    let r = p.run(&["run", &f]);
+    assert!(!r.ok(), "a missing icon must fail");
+    assert!(
+        r.stderr.contains("no_such_icon.png"),
+        "the error names the file: {}",
+        r.stderr
+    );
+    assert!(p.entries().is_empty(), "nothing cached: {:?}", p.entries());
+}
+
+#[test]
+fn alpha_less_png_is_refused_naming_the_file() {
+    let p = Project::new();
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, 8, 8);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().expect("header");
+        w.write_image_data(&[200u8; 8 * 8 * 3]).expect("data");
+    }
+    std::fs::write(p.path().join("pipelines/opaque.png"), out).expect("write");
+    let f = icon_pipeline(&p, "opaque.png");
+    let r = p.run(&["run", &f]);
+    assert!(!r.ok(), "an icon without alpha must fail");
+    assert!(
+        r.stderr.contains("opaque.png"),
+        "the error names the file: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("transparen"),
+        "the error says what to do: {}",
+        r.stderr
+    );
+    assert!(p.entries().is_empty(), "nothing cached: {:?}", p.entries());
+}
