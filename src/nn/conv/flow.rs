@@ -967,6 +967,22 @@ impl ImageFlow {
         out.copy_from_slice(&tape.v);
     }
 
+    /// Sets the running batch-norm statistics to the batch statistics of `x` `[n, c, h, w]` (unbiased
+    /// variance, as training stores them), leaving the weights alone. This is how an untrained network is
+    /// made a fair baseline in evaluation mode: its output batch-norm then normalises v on data like the
+    /// trained network's does, instead of passing raw activations through the initial mean 0 / variance 1.
+    pub fn calibrate_running_stats(&mut self, x: &[f32], n: usize, h: usize, w: usize) {
+        let len = self.arch.channels * h * w;
+        assert_eq!(x.len(), n * len, "x must be [n, c, h, w]");
+        let tape = forward(&self.arch, &self.params, x, &[], 0, h, w, None);
+        let cnt = (n * h * w) as f64;
+        let unbias = if cnt > 1.0 { cnt / (cnt - 1.0) } else { 1.0 };
+        for k in 0..3 {
+            self.running.mean[k] = tape.bn[k].mu.clone();
+            self.running.var[k] = tape.bn[k].var.iter().map(|v| v * unbias).collect();
+        }
+    }
+
     /// The velocity in training mode (batch statistics of this batch), for tests and diagnostics.
     pub fn velocity_batch_stats(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
         let len = self.arch.channels * h * w;
@@ -1269,6 +1285,20 @@ pub fn train_image_flow(
     cfg: &ImageFlowConfig,
     on_iter: &mut dyn FnMut(usize, f64, Option<f64>),
 ) -> Result<(ImageFlow, TrainLog)> {
+    train_image_flow_observed(data, h, w, score, cfg, &mut |it, l, v, _| on_iter(it, l, v))
+}
+
+/// [`train_image_flow`] whose callback also sees the network after each step
+/// (`on_iter(step, train loss, validation loss if computed, &flow)`), e.g. to track its alignment with a
+/// known field at the validation steps. Observing changes nothing: the result is bit-identical.
+pub fn train_image_flow_observed(
+    data: &[f32],
+    h: usize,
+    w: usize,
+    score: ScoreFn,
+    cfg: &ImageFlowConfig,
+    on_iter: &mut dyn FnMut(usize, f64, Option<f64>, &ImageFlow),
+) -> Result<(ImageFlow, TrainLog)> {
     let arch = cfg.arch.clone();
     arch.validate()?;
     let c = arch.channels;
@@ -1408,7 +1438,7 @@ pub fn train_image_flow(
             }
             _ => None,
         };
-        on_iter(it, out.loss, val_loss);
+        on_iter(it, out.loss, val_loss, &flow);
     }
     log.secs_per_iter = busy / cfg.iterations as f64;
     Ok((flow, log))
