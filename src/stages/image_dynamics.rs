@@ -246,18 +246,24 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
 
 /// Loss (training per step, validation) and the direct cosine over training (mean ± std over patterns).
 fn curves_figure(preset: &str, train: &[f64], curve: &[CurvePoint]) -> anyhow::Result<Figure> {
-    let steps: Vec<f64> = (1..=train.len()).map(|s| s as f64).collect();
-    // A running mean over 10 % of the steps makes the noisy per-step loss readable.
+    // The first 5 % of the steps (the initial loss is orders of magnitude above the rest) are left out so
+    // the scale shows the training that matters; a running mean over 10 % of the steps makes it readable.
+    let skip = (train.len() / 20).min(train.len() - 1);
+    let steps: Vec<f64> = (skip + 1..=train.len()).map(|s| s as f64).collect();
     let win = (train.len() / 10).max(1);
-    let smooth: Vec<f64> = (0..train.len())
+    let smooth: Vec<f64> = (skip..train.len())
         .map(|i| {
             let lo = i.saturating_sub(win - 1);
             train[lo..=i].iter().sum::<f64>() / (i + 1 - lo) as f64
         })
         .collect();
+    let train = &train[skip..];
     let xs: Vec<f64> = curve.iter().map(|c| c.step as f64).collect();
     let loss = LinePlot::new(
-        format!("{preset}: loss mean(r1·r2)/mean|v|²"),
+        format!(
+            "{preset}: loss mean(r1·r2)/mean|v|² (from step {})",
+            skip + 1
+        ),
         "step",
         "loss",
     )
