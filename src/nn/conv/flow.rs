@@ -1288,6 +1288,9 @@ pub fn train_image_flow(
     train_image_flow_observed(data, h, w, score, cfg, &mut |it, l, v, _| on_iter(it, l, v))
 }
 
+/// The callback of [`train_image_flow_observed`]: `(step, train loss, validation loss if computed, &flow)`.
+pub type FlowObserver<'a> = dyn FnMut(usize, f64, Option<f64>, &ImageFlow) + 'a;
+
 /// [`train_image_flow`] whose callback also sees the network after each step
 /// (`on_iter(step, train loss, validation loss if computed, &flow)`), e.g. to track its alignment with a
 /// known field at the validation steps. Observing changes nothing: the result is bit-identical.
@@ -1297,7 +1300,7 @@ pub fn train_image_flow_observed(
     w: usize,
     score: ScoreFn,
     cfg: &ImageFlowConfig,
-    on_iter: &mut dyn FnMut(usize, f64, Option<f64>, &ImageFlow),
+    on_iter: &mut FlowObserver<'_>,
 ) -> Result<(ImageFlow, TrainLog)> {
     let arch = cfg.arch.clone();
     arch.validate()?;
