@@ -1474,6 +1474,31 @@ mod tests {
             .collect()
     }
 
+    /// After calibration on a batch, evaluation mode on that batch matches training mode up to the
+    /// unbiased-vs-biased variance factor N/(N-1) (N = 2·8·8 = 128 here, so about 0.4 % in v).
+    #[test]
+    fn calibrated_running_stats_reproduce_batch_statistics() {
+        let arch = small_arch(true);
+        let mut flow = ImageFlow::init(arch, 3);
+        let (b, h, w) = (2, 8, 8);
+        let mut rng = stream(4, "test/calibrate");
+        let x: Vec<f32> = rnd(b * 2 * h * w, &mut rng)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let (mut a, mut e) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+        flow.velocity_batch_stats(&x, b, h, w, &mut a);
+        flow.calibrate_running_stats(&x, b, h, w);
+        flow.velocity(&x, b, h, w, &mut e);
+        let num: f32 = a.iter().zip(&e).map(|(p, q)| (p - q).powi(2)).sum();
+        let den: f32 = a.iter().map(|p| p * p).sum();
+        assert!(
+            (num / den).sqrt() < 0.02,
+            "relative difference {}",
+            (num / den).sqrt()
+        );
+    }
+
     /// (a) The tangents of the training-mode network (batch statistics, which move with the input) equal
     /// central differences of v along each probe, on a non-square grid.
     #[test]
