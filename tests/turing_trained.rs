@@ -48,6 +48,8 @@ const TINY: &[&str] = &[
     "--set",
     "stages.alignment.patterns=2",
     "--set",
+    "stages.alignment.direct_patterns=3",
+    "--set",
     "stages.alignment.untrained_draws=2",
 ];
 
@@ -115,19 +117,20 @@ fn tiny_trained_pipeline_tables_the_trained_flow_and_reruns_bit_identically() {
 
     let al = show(&p, &f, "alignment", &[]);
     let m = metrics(&al);
-    // 2 patterns x 1 noise seed, pooled over 3 trained seeds / 2 untrained draws.
+    // 2 patterns x 1 noise seed (direct cosine: 3 patterns), pooled over 3 trained seeds / 2 untrained
+    // draws.
     for (key, n) in [
         ("alignment/trained_flow", 6),
         ("alignment/untrained_network", 4),
         ("alignment/flow", 2),
         ("alignment/training_free_spatial", 2),
-        ("direct_cosine/trained_flow", 6),
-        ("direct_cosine_abs/trained_flow", 6),
-        ("direct_cosine_abs/untrained_network", 4),
+        ("direct_cosine/trained_flow", 9),
+        ("direct_cosine_abs/trained_flow", 9),
+        ("direct_cosine_abs/untrained_network", 6),
         ("paired_flow_minus/trained_flow_vs_untrained_network", 2),
         (
             "paired_direct_abs_flow_minus/trained_flow_vs_untrained_network",
-            2,
+            3,
         ),
     ] {
         assert_spread(&m[key], key);

@@ -84,6 +84,12 @@ impl StageKind for EvaluateAlignment {
             )
             .min(0.0),
             ParamSpec::int("patterns", 16, "held-out patterns evaluated").positive(),
+            ParamSpec::int(
+                "direct_patterns",
+                16,
+                "held-out patterns of the direct cosine (cheap: one pass per flow, no SDE)",
+            )
+            .positive(),
             ParamSpec::int("seeds", 1, "noise seeds per pattern").positive(),
             ParamSpec::int("steps", 200, "SDE steps of the protocol (paper: 200)").positive(),
             ParamSpec::int(
@@ -307,16 +313,17 @@ impl StageKind for EvaluateAlignment {
         bar.finish();
 
         // Direct cosines (signed, per pattern) with each flow's first variant (+K, +v).
-        let rates = true_rates(&data.params, patterns, h, w);
+        let direct_pats = data.test_patterns(p.usize("direct_patterns"))?;
+        let rates = true_rates(&data.params, direct_pats, h, w);
         let direct: Vec<Vec<f64>> = flows
             .iter()
             .map(|f| match &f.variants[0] {
                 Drift::Kernel(kernel) => {
                     let m = &models[f.model];
                     let score = |x: &[f32], out: &mut [f32]| m.score(x, x.len() / len, h, w, out);
-                    direct_cosine(&data.params, patterns, h, w, kernel, &score)
+                    direct_cosine(&data.params, direct_pats, h, w, kernel, &score)
                 }
-                Drift::Net { net, .. } => flow_cosines(&nets[*net], patterns, &rates, h, w),
+                Drift::Net { net, .. } => flow_cosines(&nets[*net], direct_pats, &rates, h, w),
             })
             .collect();
         let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<f64>>();
@@ -483,6 +490,7 @@ impl StageKind for EvaluateAlignment {
             &ctx.output("alignment.json"),
             &serde_json::json!({
                 "preset": data.preset, "size": [h, w], "patterns": np, "seeds": seeds,
+                "direct_patterns": direct_pats.len() / len,
                 "steps": cfg.sde.steps, "gs_steps": cfg.gs_steps, "summary": summary, "flows": json_flows,
                 "paired": paired_lines,
             }),
