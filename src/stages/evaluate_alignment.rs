@@ -86,10 +86,10 @@ impl StageKind for EvaluateAlignment {
             ParamSpec::int("patterns", 16, "held-out patterns evaluated").positive(),
             ParamSpec::int(
                 "direct_patterns",
-                16,
-                "held-out patterns of the direct cosine (cheap: one pass per flow, no SDE)",
+                0,
+                "held-out patterns of the direct cosine (cheap: one pass per flow, no SDE; 0: `patterns`)",
             )
-            .positive(),
+            .min(0.0),
             ParamSpec::int("seeds", 1, "noise seeds per pattern").positive(),
             ParamSpec::int("steps", 200, "SDE steps of the protocol (paper: 200)").positive(),
             ParamSpec::int(
@@ -313,7 +313,10 @@ impl StageKind for EvaluateAlignment {
         bar.finish();
 
         // Direct cosines (signed, per pattern) with each flow's first variant (+K, +v).
-        let direct_pats = data.test_patterns(p.usize("direct_patterns"))?;
+        let direct_pats = match p.usize("direct_patterns") {
+            0 => patterns,
+            n => data.test_patterns(n)?,
+        };
         let rates = true_rates(&data.params, direct_pats, h, w);
         let direct: Vec<Vec<f64>> = flows
             .iter()
