@@ -127,6 +127,7 @@ fn tiny_trained_pipeline_tables_the_trained_flow_and_reruns_bit_identically() {
         ("direct_cosine/trained_flow", 9),
         ("direct_cosine_abs/trained_flow", 9),
         ("direct_cosine_abs/untrained_network", 6),
+        ("direct_cosine_model_sign/trained_flow", 9),
         ("paired_flow_minus/trained_flow_vs_untrained_network", 2),
         (
             "paired_direct_abs_flow_minus/trained_flow_vs_untrained_network",

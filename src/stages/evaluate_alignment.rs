@@ -5,7 +5,8 @@
 //! Three measures (spec §7): the paper's protocol (|cos| between the flow's displacement — the EMA of
 //! denoised frames after 200 SDE steps minus x0 — and 20 Gray-Scott steps' displacement, max over the
 //! flow's sign: ±K, i.e. γ for the rotation, and ±v for a trained network, whose loss cannot tell v from
-//! -v); the direct cosine between v(x) and the true (du/dt, dv/dt) at the patterns, signed and |cos|; and
+//! -v); the direct cosine between v(x) and the true (du/dt, dv/dt) at the patterns — signed (+K, +v), |cos|
+//! per pattern, and with one sign per model (chosen by its mean over the patterns, then kept); and
 //! "the pattern is preserved": radially averaged power-spectrum and value-histogram distances between the
 //! rolled-out frames and the data. The rollout is dx = (v + η s) dt + sqrt(2η) dW (stochastic Heun), with
 //! v = K ⋆ s or the trained network (evaluation mode). Baselines: random non-skew 1x1 kernels (max over ±k),
@@ -330,6 +331,17 @@ impl StageKind for EvaluateAlignment {
             })
             .collect();
         let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<f64>>();
+        // The sign a model would be given once (max over ±v of its mean over patterns), then kept for
+        // every pattern: per-pattern |cos| also rewards a flow whose sign flips from pattern to pattern.
+        let model_signed = |v: &[f64]| -> Vec<f64> {
+            let sign = if v.iter().sum::<f64>() < 0.0 {
+                -1.0
+            } else {
+                1.0
+            };
+            v.iter().map(|x| sign * x).collect()
+        };
+        let direct_model: Vec<Vec<f64>> = direct.iter().map(|d| model_signed(d)).collect();
 
         // Pool by group (draws / seeds of one flow together), in order of first appearance.
         let mut groups: Vec<(String, String)> = Vec::new();
@@ -351,6 +363,7 @@ impl StageKind for EvaluateAlignment {
             "paper",
             "direct cos(v, GS rate)",
             "direct |cos|",
+            "direct cos, sign per model",
             "spectrum distance",
             "histogram TV",
         ]);
@@ -385,6 +398,7 @@ impl StageKind for EvaluateAlignment {
                 },
                 ms(&dc, 3),
                 ms(&abs(&dc), 3),
+                ms(&pool(g, &|i| direct_model[i].clone()), 3),
                 ms(&sd, 3),
                 ms(&hd, 3),
             ]);
@@ -394,6 +408,7 @@ impl StageKind for EvaluateAlignment {
                 serde_json::json!({
                     "label": label, "alignment": spread(&best), "direct_cosine": spread(&dc),
                     "direct_cosine_abs": spread(&abs(&dc)),
+                    "direct_cosine_model_sign": spread(&pool(g, &|i| direct_model[i].clone())),
                     "spectrum_distance": spread(&sd), "histogram_distance": spread(&hd),
                     "paper": paper_val.filter(|v| v.is_finite()),
                 }),
@@ -401,6 +416,10 @@ impl StageKind for EvaluateAlignment {
             ctx.metric(&format!("alignment/{key}"), spread(&best));
             ctx.metric(&format!("direct_cosine/{key}"), spread(&dc));
             ctx.metric(&format!("direct_cosine_abs/{key}"), spread(&abs(&dc)));
+            ctx.metric(
+                &format!("direct_cosine_model_sign/{key}"),
+                spread(&pool(g, &|i| direct_model[i].clone())),
+            );
             ctx.metric(&format!("spectrum_distance/{key}"), spread(&sd));
             ctx.metric(&format!("histogram_distance/{key}"), spread(&hd));
         }
@@ -431,7 +450,11 @@ impl StageKind for EvaluateAlignment {
         }
         let mut paired_lines = Vec::new();
         for (a, b) in pairs {
-            for (measure, per) in [("", &best_all), ("direct_abs_", &direct_abs)] {
+            for (measure, per) in [
+                ("", &best_all),
+                ("direct_abs_", &direct_abs),
+                ("direct_model_sign_", &direct_model),
+            ] {
                 let (Some(ma), Some(mb)) = (group_mean(a, per), group_mean(b, per)) else {
                     continue;
                 };
@@ -451,10 +474,10 @@ impl StageKind for EvaluateAlignment {
                 );
                 paired_lines.push(format!(
                     "{a} minus {b} ({}): {:+.3} ± {:.3}, ahead on {wins}/{}",
-                    if measure.is_empty() {
-                        "alignment"
-                    } else {
-                        "direct |cos|"
+                    match measure {
+                        "" => "alignment",
+                        "direct_abs_" => "direct |cos|",
+                        _ => "direct cos, sign per model",
                     },
                     s["mean"].as_f64().unwrap_or(f64::NAN),
                     s["std"].as_f64().unwrap_or(0.0),
@@ -472,6 +495,7 @@ impl StageKind for EvaluateAlignment {
             .collect();
         table.push(vec![
             Cell::Text("data itself (one pattern vs all held out)".into()),
+            Cell::Empty,
             Cell::Empty,
             Cell::Empty,
             Cell::Empty,
