@@ -25,6 +25,7 @@ pub mod evaluate_flow;
 pub mod gray_scott;
 pub mod icons;
 pub mod image_common;
+pub mod image_dynamics;
 pub mod image_flow;
 pub mod image_score;
 pub mod points_common;

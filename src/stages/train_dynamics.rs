@@ -1,25 +1,32 @@
-//! `train_dynamics` (points): learns a flow v with div v + v·s = 0 (spec §2) from a `dataset` stage and a
-//! `train_score` stage.
+//! `train_dynamics`: learns a flow v with div v + v·s = 0 (spec §2), for points (a `dataset` input, this
+//! file) or images (a `gray_scott` input: the trained local Turing flow, `image_dynamics.rs`); `run`
+//! dispatches on the data input's kind and `check_wiring` rejects a parameter set for the other kind.
 //!
-//! Writes the checkpoint (the dataset normalisation and the training settings in its sidecar), the losses,
+//! Points: //! Writes the checkpoint (the dataset normalisation and the training settings in its sidecar), the losses,
 //! and figures. For 2-D data: the flow's streamlines over 256 data points (Fig. 2) and the score / flow /
 //! SDE three-panel figure of spec §9 (score at the training noise level, the learned flow, and
 //! v + eta s with four Euler-Maruyama paths from (±2, ±2)).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use anyhow::Context;
+
+use super::image_common::is_image_kind;
+use super::image_dynamics;
+use super::train_score::wrong_input_params;
 
 use super::points_common::{
     load_points, load_score, save_loss_figure, stream_panel, subsample, xy,
 };
 use super::{spread, StageContext, StageKind};
-use crate::config::ParamSpec;
+use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
 use crate::nn::points::{train_dynamics, Divergence, DynamicsTrainConfig, Network};
 use crate::render::{Figure, Polyline};
 use crate::science::integrators::euler_maruyama;
 use crate::science::points::PointSet;
 
-/// The `train_dynamics` kind (points).
+/// The `train_dynamics` kind (points and images).
 pub struct TrainDynamics;
 
 impl StageKind for TrainDynamics {
@@ -27,71 +34,131 @@ impl StageKind for TrainDynamics {
         "train_dynamics"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
-        "Points: trains a flow network v (kernel: positional encoding + 2 SiLU layers + output batch-norm; or \
-         mlp) to minimise mean (div v + v·s)^2 on noised data, s from a `train_score` stage (spec §2)."
+        "Points (a `dataset` input): trains a flow network v (kernel: positional encoding + 2 SiLU layers + \
+         output batch-norm; or mlp) to minimise mean (div v + v·s)^2 on noised data, s from a `train_score` \
+         stage (spec §2). Images (a `gray_scott` input): trains the local Turing flow (isotropic 3x3 stencil \
+         2->C, BN, SiLU, 1x1, BN, SiLU, 1x1 C->2, BN without affine) on mean(r1·r2)/mean|v|² with 2 + 2 \
+         Hutchinson probes at the score's noise level (spec §7), tracking its cosine with the true rates."
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::input("data", "the `dataset` stage"),
+        let mut v = vec![
+            ParamSpec::input(
+                "data",
+                "the `dataset` (points) or `gray_scott` (images) stage",
+            ),
             ParamSpec::input("score", "the `train_score` stage trained on the same data"),
-            ParamSpec::choice("network", &["kernel", "mlp"], "kernel", "flow architecture"),
+            ParamSpec::choice(
+                "network",
+                &["kernel", "mlp"],
+                "kernel",
+                "(points) flow architecture",
+            ),
             ParamSpec::choice(
                 "divergence",
                 &["hutchinson", "exact"],
                 "hutchinson",
-                "div v by Hutchinson probes, or exactly (d tangent passes; d <= 3)",
+                "(points) div v by Hutchinson probes, or exactly (d tangent passes; d <= 3)",
             ),
-            ParamSpec::int("probes", 10, "Hutchinson probes per sample").positive(),
+            ParamSpec::int(
+                "probes",
+                0,
+                "Hutchinson probes (0: points 10 per sample; images 2 per estimate, two estimates)",
+            )
+            .min(0.0),
             ParamSpec::float(
                 "noise",
                 0.1,
-                "noise time t of the data and the score (2-D 0.1, Lorenz 0.2)",
+                "(points) noise time t of the data and the score (2-D 0.1, Lorenz 0.2)",
             )
             .probability(),
             ParamSpec::int(
                 "epochs",
                 1024,
-                "passes over the shuffled data (paper: 1024 for 2-D, 512 for Lorenz)",
+                "(points) passes over the shuffled data (paper: 1024 for 2-D, 512 for Lorenz)",
             )
             .positive(),
-            ParamSpec::float("lr", 1e-2, "Adam learning rate").positive(),
-            ParamSpec::float("weight_decay", 1e-5, "L2 weight decay").min(0.0),
-            ParamSpec::int("batch", 2048, "batch size").min(2.0),
+            ParamSpec::float("lr", 1e-2, "peak Adam(W) learning rate").positive(),
+            ParamSpec::float(
+                "weight_decay",
+                -1.0,
+                "weight decay (negative: points L2 1e-5, images AdamW 0.01)",
+            ),
+            ParamSpec::int("batch", 0, "batch size (0: points 2048, images 8 crops)").min(0.0),
             ParamSpec::float(
                 "sde_eta",
                 0.25,
-                "2-D figure: eta of the SDE dx = (v + eta s) dt + sqrt(2 eta) dW",
+                "(points) 2-D figure: eta of the SDE dx = (v + eta s) dt + sqrt(2 eta) dW",
             )
             .min(0.0),
             ParamSpec::seed(),
-        ]
+        ];
+        v.extend(image_dynamics::params());
+        v
     }
     fn outputs(&self) -> Vec<(&'static str, &'static str)> {
         vec![
             (
                 "flow.safetensors",
-                "the flow network (F64, PyTorch layout, running batch-norm statistics)",
+                "the flow network (points: F64, PyTorch layout; images: F32 conv weights, architecture in the \
+                 metadata; both with running batch-norm statistics)",
             ),
             (
                 "flow.json",
-                "its sidecar; `extra` holds dataset, normalisation and the training settings",
+                "(points) its sidecar; `extra` holds dataset, normalisation and the training settings",
             ),
-            ("losses.json", "mean batch loss per epoch"),
-            ("loss.png", "the loss curve"),
+            ("losses.json", "(points) mean batch loss per epoch"),
+            ("loss.png", "(points) the loss curve"),
             (
                 "streamlines.png",
-                "2-D: streamlines of v on a 20x20 grid over [-3,3]^2 over 256 data points",
+                "(points) 2-D: streamlines of v on a 20x20 grid over [-3,3]^2 over 256 data points",
             ),
             (
                 "score_flow_sde.png",
-                "2-D: streamlines of the score, of v, and of v + eta s with 4 SDE paths",
+                "(points) 2-D: streamlines of the score, of v, and of v + eta s with 4 SDE paths",
+            ),
+            (
+                "flow.safetensors.json",
+                "(images) the checkpoint's sidecar (architecture, tensor list); `flow.json` is points only",
+            ),
+            (
+                "training.json",
+                "(images) settings, loss per step, validation losses, the cosine curve, final cosines",
+            ),
+            (
+                "curves.png",
+                "(images) loss and cos(v, true rates) over training (mean ± std over held-out patterns)",
+            ),
+            (
+                "flow_map.png",
+                "(images) the Δx/Δt map: v at a held-out pattern beside the true Gray-Scott rates",
             ),
         ]
     }
+    fn check(&self, p: &Params) -> Vec<(&'static str, String)> {
+        let mut out = image_dynamics::check(p);
+        if p.usize("batch") == 1 {
+            out.push(("batch", "must be 0 (the default) or at least 2".to_string()));
+        }
+        out
+    }
+    fn check_wiring(
+        &self,
+        _p: &Params,
+        explicit: &BTreeSet<String>,
+        input_kinds: &BTreeMap<String, &'static str>,
+    ) -> Vec<(&'static str, String)> {
+        let Some(kind) = input_kinds.get("data") else {
+            return Vec::new();
+        };
+        wrong_input_params(self.params(), explicit, is_image_kind(kind), kind)
+    }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        if is_image_kind(&ctx.input("data")?.kind) {
+            return image_dynamics::run(ctx);
+        }
         let p = ctx.params;
         let data = load_points(ctx.input("data")?)?;
         let score = load_score(ctx.input("score")?)?;
@@ -101,7 +168,10 @@ impl StageKind for TrainDynamics {
             } else {
                 Network::Kernel
             },
-            probes: p.usize("probes"),
+            probes: match p.usize("probes") {
+                0 => 10,
+                n => n,
+            },
             divergence: if p.str("divergence") == "exact" {
                 Divergence::Exact
             } else {
@@ -110,8 +180,14 @@ impl StageKind for TrainDynamics {
             noise: p.float("noise"),
             epochs: p.usize("epochs"),
             lr: p.float("lr"),
-            weight_decay: p.float("weight_decay"),
-            batch: p.usize("batch"),
+            weight_decay: match p.float("weight_decay") {
+                d if d < 0.0 => 1e-5,
+                d => d,
+            },
+            batch: match p.usize("batch") {
+                0 => 2048,
+                n => n,
+            },
             seed: ctx.seed(),
         };
         // The data dimension is known only from the upstream dataset, so this is checked here, before

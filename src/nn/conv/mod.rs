@@ -8,7 +8,10 @@ pub mod flow;
 pub mod layer;
 pub mod model;
 
-pub use flow::{train_image_flow, ImageFlow, ImageFlowArch, ImageFlowConfig, TrainLog};
+pub use flow::{
+    train_image_flow, train_image_flow_observed, ImageFlow, ImageFlowArch, ImageFlowConfig,
+    TrainLog,
+};
 pub use model::{train_local_score, LocalScore, LocalScoreArch, LocalScoreConfig};
 
 #[cfg(test)]
