@@ -34,6 +34,9 @@ fn rerun_with_nothing_changed_recomputes_nothing() {
     assert!(second.ran().is_empty(), "{}", second.stdout);
     assert_eq!(second.cached(), vec!["peaks", "ring"]);
     assert_eq!(p.entries().len(), 2);
+    // Stages compute on `--threads` workers (the harness sets EQFLOW_THREADS=2), not on the `--jobs` pool.
+    let log = std::fs::read_to_string(p.show(&f, "ring").join("log.txt")).expect("log");
+    assert!(log.contains("(2 compute threads)"), "{log}");
     // Every entry has its manifest, log and metrics.
     for e in p.entries() {
         for f in [

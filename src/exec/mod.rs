@@ -268,6 +268,14 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
         .thread_name(|i| format!("eqflow-stage-{i}"))
         .build()
         .expect("cannot start the stage thread pool");
+    // The numerics inside a stage run on their own pool of `--threads` workers: rayon code called from a
+    // stage-pool thread would otherwise use the stage pool, i.e. `--jobs` threads (one by default).
+    let compute = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .thread_name(|i| format!("eqflow-compute-{i}"))
+        .build()
+        .expect("cannot start the compute thread pool");
+    let compute = &compute;
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut pending: Vec<NodeIndex> = selected.to_vec();
     let mut running = 0usize;
@@ -331,8 +339,9 @@ pub fn run(plan: &Plan, cache: &Cache, selected: &[NodeIndex], opts: &RunOptions
                     let forced = is_forced(inst);
                     let display = &display;
                     scope.spawn(move |_| {
-                        let (outcome, hash) =
-                            execute(plan, cache, n, inputs, &hashes, forced, opts, display);
+                        let (outcome, hash) = execute(
+                            plan, cache, n, inputs, &hashes, forced, opts, display, compute,
+                        );
                         let _ = tx.send(Msg::Done(n, outcome, hash));
                     });
                     continue;
@@ -368,6 +377,7 @@ fn execute(
     forced: bool,
     opts: &RunOptions,
     display: &dyn ProgressFactory,
+    compute: &rayon::ThreadPool,
 ) -> (Outcome, Option<String>) {
     let inst = &plan.graph[n];
     let started = Instant::now();
@@ -434,7 +444,9 @@ fn execute(
         progress: display,
         metrics: serde_json::Map::new(),
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inst.kind.run(&mut ctx)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        compute.install(|| inst.kind.run(&mut ctx))
+    }));
     let metrics = std::mem::take(&mut ctx.metrics);
     let log_text = log_lines.into_inner().expect("log lock").join("\n");
     let error = match result {

@@ -164,8 +164,10 @@ impl StageKind for Dataset {
         };
         let moments = pts.moments();
         ctx.log(format!(
-            "{name}: {} points in {}-D, standardised: {standardize}",
-            pts.n, pts.d
+            "{name}: {} points in {}-D, standardised: {standardize} ({} compute threads)",
+            pts.n,
+            pts.d,
+            rayon::current_num_threads()
         ));
         let norm_json =
             serde_json::json!({ "mean": norm.mean, "std": norm.std, "standardized": standardize });
