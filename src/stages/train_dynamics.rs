@@ -150,10 +150,7 @@ impl StageKind for TrainDynamics {
         explicit: &BTreeSet<String>,
         input_kinds: &BTreeMap<String, &'static str>,
     ) -> Vec<(&'static str, String)> {
-        let Some(kind) = input_kinds.get("data") else {
-            return Vec::new();
-        };
-        wrong_input_params(self.params(), explicit, is_image_kind(kind), kind)
+        wrong_input_params(self.params(), explicit, input_kinds)
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         if is_image_kind(&ctx.input("data")?.kind) {

@@ -100,10 +100,7 @@ impl StageKind for TrainScore {
         explicit: &BTreeSet<String>,
         input_kinds: &BTreeMap<String, &'static str>,
     ) -> Vec<(&'static str, String)> {
-        let Some(kind) = input_kinds.get("data") else {
-            return Vec::new();
-        };
-        wrong_input_params(self.params(), explicit, is_image_kind(kind), kind)
+        wrong_input_params(self.params(), explicit, input_kinds)
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         if is_image_kind(&ctx.input("data")?.kind) {
@@ -181,14 +178,17 @@ impl StageKind for TrainScore {
     }
 }
 
-/// The parameters set explicitly that only apply to the other kind of input (docs prefixed "(points)" or
-/// "(images)"), each with an error naming the input's kind.
+/// The parameters set explicitly that only apply to the other kind of `data` input (docs prefixed
+/// "(points)" or "(images)"), each with an error naming the input's kind. Nothing when `data` is not wired.
 pub fn wrong_input_params(
     specs: Vec<ParamSpec>,
     explicit: &BTreeSet<String>,
-    images: bool,
-    input_kind: &str,
+    input_kinds: &BTreeMap<String, &'static str>,
 ) -> Vec<(&'static str, String)> {
+    let Some(input_kind) = input_kinds.get("data") else {
+        return Vec::new();
+    };
+    let images = is_image_kind(input_kind);
     let (other, this) = if images {
         ("(points)", "images")
     } else {

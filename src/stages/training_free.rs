@@ -76,11 +76,8 @@ impl StageKind for TrainingFree {
         explicit: &BTreeSet<String>,
         input_kinds: &BTreeMap<String, &'static str>,
     ) -> Vec<(&'static str, String)> {
-        let Some(kind) = input_kinds.get("data") else {
-            return Vec::new();
-        };
-        let mut out = wrong_input_params(self.params(), explicit, is_image_kind(kind), kind);
-        if *kind == "icons" && p.str("kernel") == "rotation" {
+        let mut out = wrong_input_params(self.params(), explicit, input_kinds);
+        if input_kinds.get("data") == Some(&"icons") && p.str("kernel") == "rotation" {
             out.push((
                 "kernel",
                 "the `rotation` kernel mixes 2 channels; creature canvases have 3 (RGB): use \
