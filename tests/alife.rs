@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::Project;
+use common::{metrics, Project};
 
 /// Shrinks an alife pipeline to seconds.
 const TINY: &[&str] = &[
@@ -45,21 +45,10 @@ fn args<'a>(first: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-fn copy_pipeline(p: &Project, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("{}/pipelines/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("read pipeline");
-    p.pipeline(name, &text)
-}
-
 fn show(p: &Project, file: &str, stage: &str) -> PathBuf {
     let r = p.run(&args(&["show", file, stage]));
     assert!(r.ok(), "show failed: {}", r.stderr);
     PathBuf::from(r.stdout.trim().lines().next().expect("a path"))
-}
-
-fn metrics(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))
-        .expect("json")
 }
 
 fn assert_png(path: &Path) {
@@ -130,7 +119,7 @@ fn shipped_user_icon_is_the_drawn_one() {
 #[test]
 fn tiny_alife_pipeline_produces_every_output() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "alife_firefly.toml");
+    let f = p.copy_shipped("alife_firefly.toml");
     p.run(&args(&["run", &f])).assert_ok();
 
     let data = show(&p, &f, "data");
@@ -203,7 +192,7 @@ fn tiny_alife_pipeline_produces_every_output() {
 #[test]
 fn user_png_pipeline_uses_the_icon() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "alife_my_icon.toml");
+    let f = p.copy_shipped("alife_my_icon.toml");
     std::fs::create_dir_all(p.path().join("pipelines/assets")).expect("mkdir");
     std::fs::write(
         p.path().join("pipelines/assets/my_icon.png"),

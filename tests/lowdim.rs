@@ -5,12 +5,6 @@ mod common;
 
 use common::Project;
 
-fn copy_pipeline(p: &Project, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("{}/pipelines/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("read pipeline");
-    p.pipeline(name, &text)
-}
-
 fn metrics(p: &Project, file: &str, stage: &str, sets: &[&str]) -> serde_json::Value {
     let mut args = vec!["show", file, stage];
     args.extend_from_slice(sets);
@@ -41,7 +35,7 @@ const TINY_2D: &[&str] = &[
 #[test]
 fn ring_pipeline_runs_caches_and_cuts_off_early() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "ring.toml");
+    let f = p.copy_shipped("ring.toml");
     let mut args = vec!["run", f.as_str()];
     args.extend_from_slice(TINY_2D);
     p.run(&args).assert_ok();
@@ -113,7 +107,7 @@ fn ring_pipeline_runs_caches_and_cuts_off_early() {
 #[test]
 fn nan_guard_fails_the_stage_naming_the_epoch_and_caches_nothing() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "two_moons.toml");
+    let f = p.copy_shipped("two_moons.toml");
     let mut args = vec!["run", f.as_str(), "score"];
     args.extend_from_slice(&[
         "--set",
@@ -135,7 +129,7 @@ fn nan_guard_fails_the_stage_naming_the_epoch_and_caches_nothing() {
 fn same_seed_gives_bit_identical_outputs() {
     let run = || {
         let p = Project::new();
-        let f = copy_pipeline(&p, "two_peaks.toml");
+        let f = p.copy_shipped("two_peaks.toml");
         let mut args = vec!["run", f.as_str(), "dynamics"];
         args.extend_from_slice(&[
             "--set",
@@ -162,7 +156,7 @@ fn same_seed_gives_bit_identical_outputs() {
 #[test]
 fn lorenz_sweep_gathers_every_seed_into_one_evaluation() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "lorenz.toml");
+    let f = p.copy_shipped("lorenz.toml");
     let sets = [
         "--set",
         "stages.data.runs=2",

@@ -4,13 +4,7 @@
 
 mod common;
 
-use common::Project;
-
-fn copy_pipeline(p: &Project, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("{}/pipelines/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("read pipeline");
-    p.pipeline(name, &text)
-}
+use common::{assert_spread, metrics, Project};
 
 /// Shrinks turing_spirals to seconds: waves at 48x48 (spirals die at this size), 1,500 steps.
 const TINY: &[&str] = &[
@@ -55,21 +49,10 @@ fn show(p: &Project, file: &str, stage: &str, extra: &[&str]) -> std::path::Path
     std::path::PathBuf::from(r.stdout.trim())
 }
 
-fn metrics(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))
-        .expect("json")
-}
-
-fn assert_spread(v: &serde_json::Value, what: &str) {
-    for k in ["mean", "std", "n"] {
-        assert!(v[k].is_number(), "{what} lacks `{k}`: {v}");
-    }
-}
-
 #[test]
 fn tiny_turing_pipeline_produces_every_output_and_reruns_bit_identically() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "turing_spirals.toml");
+    let f = p.copy_shipped("turing_spirals.toml");
     p.run(&args(&["run", &f], &[])).assert_ok();
 
     let data = show(&p, &f, "data", &[]);
@@ -166,7 +149,7 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 #[test]
 fn a_diverging_score_training_fails_the_stage_and_caches_nothing() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "turing_spirals.toml");
+    let f = p.copy_shipped("turing_spirals.toml");
     let r = p.run(&args(
         &["run", &f, "score"],
         &["--set", "stages.score.lr=1e30"],
@@ -180,7 +163,7 @@ fn a_diverging_score_training_fails_the_stage_and_caches_nothing() {
 #[test]
 fn config_errors_name_the_key_and_suggest() {
     let p = Project::new();
-    let f = copy_pipeline(&p, "turing_spirals.toml");
+    let f = p.copy_shipped("turing_spirals.toml");
     let r = p.run(&["plan", &f, "--set", "stages.data.preset=spiral"]);
     assert!(!r.ok());
     assert!(r.stderr.contains("spirals"), "{}", r.stderr);

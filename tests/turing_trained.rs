@@ -6,14 +6,7 @@
 
 mod common;
 
-use common::Project;
-
-fn copy_pipeline(p: &Project) -> String {
-    let name = "turing_trained_waves.toml";
-    let text = std::fs::read_to_string(format!("{}/pipelines/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("read pipeline");
-    p.pipeline(name, &text)
-}
+use common::{assert_spread, metrics, Project};
 
 /// Shrinks turing_trained_waves to seconds: 48x48, 1,500 Gray-Scott steps, narrow networks, few steps.
 const TINY: &[&str] = &[
@@ -66,21 +59,10 @@ fn show(p: &Project, file: &str, stage: &str, extra: &[&str]) -> std::path::Path
     std::path::PathBuf::from(r.stdout.trim())
 }
 
-fn metrics(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))
-        .expect("json")
-}
-
-fn assert_spread(v: &serde_json::Value, what: &str) {
-    for k in ["mean", "std", "n"] {
-        assert!(v[k].is_number(), "{what} lacks `{k}`: {v}");
-    }
-}
-
 #[test]
 fn tiny_trained_pipeline_tables_the_trained_flow_and_reruns_bit_identically() {
     let p = Project::new();
-    let f = copy_pipeline(&p);
+    let f = p.copy_shipped("turing_trained_waves.toml");
     p.run(&args(&["run", &f], &[])).assert_ok();
 
     // Every seed of the sweep trained a flow with its checkpoint and curves.
@@ -172,7 +154,7 @@ fn tiny_trained_pipeline_tables_the_trained_flow_and_reruns_bit_identically() {
 #[test]
 fn a_points_parameter_on_an_image_input_is_rejected_before_running() {
     let p = Project::new();
-    let f = copy_pipeline(&p);
+    let f = p.copy_shipped("turing_trained_waves.toml");
     let r = p.run(&["plan", &f, "--set", "stages.dynamics.epochs=3"]);
     assert!(!r.ok());
     assert!(r.stderr.contains("only applies to points"), "{}", r.stderr);

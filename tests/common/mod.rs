@@ -30,6 +30,14 @@ impl Project {
         self.path().join("cache")
     }
 
+    /// Copies a pipeline shipped in the repository's `pipelines/` into the project.
+    pub fn copy_shipped(&self, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(format!("{}/pipelines/{name}", env!("CARGO_MANIFEST_DIR")))
+                .expect("read pipeline");
+        self.pipeline(name, &text)
+    }
+
     /// Writes `pipelines/NAME` and returns its path relative to the project.
     pub fn pipeline(&self, name: &str, text: &str) -> String {
         std::fs::write(self.path().join("pipelines").join(name), text).expect("write pipeline");
@@ -121,5 +129,18 @@ impl Run {
             self.stderr
         );
         self
+    }
+}
+
+/// The `metrics.json` of a cache entry directory.
+pub fn metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))
+        .expect("json")
+}
+
+/// Asserts that a metric carries its spread (`mean`, `std`, `n`).
+pub fn assert_spread(v: &serde_json::Value, what: &str) {
+    for k in ["mean", "std", "n"] {
+        assert!(v[k].is_number(), "{what} lacks `{k}`: {v}");
     }
 }
