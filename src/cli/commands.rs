@@ -177,9 +177,9 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
         } => {
             let plan = build_plan(pipeline)?;
             let text = if *dot {
-                dag_dot(&plan)
+                dag_graph(&plan, &DOT)
             } else if *mermaid {
-                dag_mermaid(&plan)
+                dag_graph(&plan, &MERMAID)
             } else {
                 dag_text(&plan, &plan.order)
             };
@@ -527,57 +527,43 @@ fn dag_text(plan: &Plan, nodes: &[petgraph::graph::NodeIndex]) -> String {
     out
 }
 
-fn dag_dot(plan: &Plan) -> String {
-    let mut out = format!(
-        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
-        plan.name
-    );
-    for &n in &plan.order {
-        let i = &plan.graph[n];
-        let _ = writeln!(
-            out,
-            "  n{} [label=\"{}\\n({})\"];",
-            n.index(),
-            i.label,
-            i.kind.name()
-        );
-    }
-    for e in plan.graph.edge_indices() {
-        let (a, b) = plan.graph.edge_endpoints(e).expect("edge exists");
-        let _ = writeln!(
-            out,
-            "  n{} -> n{} [label=\"{}\"];",
-            a.index(),
-            b.index(),
-            plan.graph[e]
-        );
-    }
-    out.push_str("}\n");
-    out
+/// How one graph language writes a header, a node and an edge; `dag --dot` and `dag --mermaid` differ
+/// only in these, so both share one walk over the plan (nodes in run order, then edges).
+struct GraphSyntax {
+    header: fn(&str) -> String,
+    node: fn(usize, &str, &str) -> String,
+    edge: fn(usize, usize, &str) -> String,
+    footer: &'static str,
 }
 
-fn dag_mermaid(plan: &Plan) -> String {
-    let mut out = String::from("flowchart LR\n");
+const DOT: GraphSyntax = GraphSyntax {
+    header: |name| {
+        format!("digraph \"{name}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n")
+    },
+    node: |id, label, kind| format!("  n{id} [label=\"{label}\\n({kind})\"];"),
+    edge: |a, b, port| format!("  n{a} -> n{b} [label=\"{port}\"];"),
+    footer: "}\n",
+};
+
+const MERMAID: GraphSyntax = GraphSyntax {
+    header: |_| "flowchart LR\n".to_string(),
+    node: |id, label, kind| format!("  n{id}[\"{label}<br/>({kind})\"]"),
+    edge: |a, b, port| format!("  n{a} -->|{port}| n{b}"),
+    footer: "",
+};
+
+fn dag_graph(plan: &Plan, syntax: &GraphSyntax) -> String {
+    let mut out = (syntax.header)(&plan.name);
     for &n in &plan.order {
         let i = &plan.graph[n];
-        let _ = writeln!(
-            out,
-            "  n{}[\"{}<br/>({})\"]",
-            n.index(),
-            i.label,
-            i.kind.name()
-        );
+        let _ = writeln!(out, "{}", (syntax.node)(n.index(), &i.label, i.kind.name()));
     }
     for e in plan.graph.edge_indices() {
         let (a, b) = plan.graph.edge_endpoints(e).expect("edge exists");
-        let _ = writeln!(
-            out,
-            "  n{} -->|{}| n{}",
-            a.index(),
-            plan.graph[e],
-            b.index()
-        );
+        let port = plan.graph[e].to_string();
+        let _ = writeln!(out, "{}", (syntax.edge)(a.index(), b.index(), &port));
     }
+    out.push_str(syntax.footer);
     out
 }
 
