@@ -43,11 +43,13 @@ mod score;
 mod tape;
 mod train;
 
+pub mod check;
+
 #[cfg(test)]
 mod tests;
 
 pub use flow::FlowModel;
-pub use score::{train_score, ScoreModel, ScoreTrainConfig};
+pub use score::{train_score, train_score_on, ScoreModel, ScoreTrainConfig};
 pub use tape::Real;
 pub use train::{train_dynamics, Divergence, DynamicsTrainConfig};
 

@@ -166,13 +166,10 @@ pub(crate) struct DynamicsStep {
 /// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode), on
 /// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
 /// ([`super::fast::loss_and_grads_in`]) against.
+/// Generic over the device: `eqflow device-check` runs it on `Cuda` against `Cpu`.
 #[allow(clippy::too_many_arguments)]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "reference implementation for tests")
-)]
-pub(crate) fn dynamics_loss_and_grads<E: Real>(
-    dev: &Cpu,
+pub(crate) fn dynamics_loss_and_grads<E: Real, D: Device<E>>(
+    dev: &D,
     arch: &Arch,
     leaves: &[Vec<f64>],
     x: &[f64],
@@ -181,25 +178,22 @@ pub(crate) fn dynamics_loss_and_grads<E: Real>(
     k: usize,
     scale: f64,
     bn_tangent: BnTangent,
-) -> DynamicsStep
-where
-    Cpu: Device<E>,
-{
+) -> DynamicsStep {
     let d = arch.d;
     let n = x.len() / d;
-    let lt = leaf_tensors::<E, Cpu>(dev, leaves);
-    let xt = tensor2::<E, Cpu>(dev, x, n, d);
-    let tt = tensor2::<E, Cpu>(dev, z, k * n, d);
-    let z3: Tensor<(usize, usize, usize), E, Cpu> =
+    let lt = leaf_tensors::<E, D>(dev, leaves);
+    let xt = tensor2::<E, D>(dev, x, n, d);
+    let tt = tensor2::<E, D>(dev, z, k * n, d);
+    let z3: Tensor<(usize, usize, usize), E, D> =
         dev.tensor_from_vec(z.iter().map(|&v| E::of(v)).collect(), (k, n, d));
-    let s = tensor2::<E, Cpu>(dev, score, n, d);
+    let s = tensor2::<E, D>(dev, score, n, d);
     let pass = flow_forward(arch, &lt, &xt, &tt, k, &BnMode::Batch(bn_tangent));
     let (batch_mean, batch_var) = pass
         .batch_stats
         .clone()
         .expect("batch mode returns statistics");
     let loss = divergence_loss(pass, &z3, &s, scale);
-    let value: f64 = Real::f64(loss.array());
+    let value: f64 = Real::f64(loss.as_vec()[0]);
     let grads = loss.backward();
     let g = lt
         .iter()
