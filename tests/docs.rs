@@ -59,7 +59,7 @@ fn gpu_scripts_parse_and_are_documented() {
         );
     }
     let shellcheck = std::process::Command::new("shellcheck")
-        .args(["--severity=error", "--shell=bash"])
+        .args(["--severity=warning", "--shell=bash"])
         .args(scripts.map(|s| root.join(s)))
         .output();
     if let Ok(out) = shellcheck {

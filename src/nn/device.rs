@@ -79,6 +79,7 @@ pub fn gpu_info() -> Result<GpuInfo> {
     use cudarc::driver::sys;
     // cudarc 0.9 wraps neither the name nor the memory size; these are plain driver calls on the device
     // handle it opened (the primary context is retained by CudaDevice::new).
+    probe_cuda()?;
     let dev = cudarc::driver::CudaDevice::new(0)
         .map_err(|e| anyhow::anyhow!("CUDA device 0: {}", driver_error(&e)))?;
     let attr = |a| {
@@ -114,6 +115,24 @@ pub fn gpu_info() -> Result<GpuInfo> {
         memory_bytes: bytes,
         built_for: built_for().to_string(),
     })
+}
+
+/// Checks that the driver initialises and sees a GPU, before anything asks cudarc for a device: cudarc
+/// 0.9's `CudaDevice::new` (and so dfdx's `Cuda::try_build`) `unwrap`s `cuInit`, and the panic message's
+/// `Debug` panics again (see [`driver_error`]), aborting the process on a machine without a usable GPU.
+#[cfg(feature = "cuda")]
+pub fn probe_cuda() -> Result<()> {
+    use cudarc::driver::sys;
+    let mut count = 0i32;
+    // SAFETY: plain driver calls; cuInit is idempotent and `count` outlives the call.
+    let (init, counted) = unsafe { (sys::cuInit(0), sys::cuDeviceGetCount(&mut count)) };
+    if init != sys::CUresult::CUDA_SUCCESS {
+        bail!("the CUDA driver did not initialise: {init:?}");
+    }
+    if counted != sys::CUresult::CUDA_SUCCESS || count < 1 {
+        bail!("no CUDA device ({counted:?}, {count} devices)");
+    }
+    Ok(())
 }
 
 /// A driver error as its code (`CUDA_ERROR_NO_DEVICE`). Never `{:?}` of cudarc 0.9's `DriverError`: its

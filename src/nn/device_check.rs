@@ -56,16 +56,15 @@ pub fn run(opts: CheckOptions) -> Value {
     #[cfg(feature = "cuda")]
     out.insert("nvrtc_compile".into(), nvrtc_compile());
     #[cfg(feature = "cuda")]
-    match Cuda::try_build(0, 0) {
+    match device::probe_cuda()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|()| {
+            Cuda::try_build(0, 0)
+                .map_err(|e| format!("cannot open CUDA device 0: {}", device::cuda_error(&e)))
+        }) {
         Ok(dev) => sections(&dev, "cuda", opts, &mut out),
         Err(e) => {
-            out.insert(
-                "error".into(),
-                json!(format!(
-                    "cannot open CUDA device 0: {}",
-                    device::cuda_error(&e)
-                )),
-            );
+            out.insert("error".into(), json!(e));
             out.insert("ok".into(), json!(false));
         }
     }

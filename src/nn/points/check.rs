@@ -153,7 +153,8 @@ pub fn compare_flow<D: Device<f32> + Device<f64>>(
     let dev64 = flow_outputs::<f64, D>(dev, &c);
     let mut all_ok = true;
     let mut section = serde_json::Map::new();
-    let pick: [(&str, fn(&FlowOutputs) -> Vec<f64>); 4] = [
+    type Pick = fn(&FlowOutputs) -> Vec<f64>;
+    let pick: [(&str, Pick); 4] = [
         ("v", |o| o.v.clone()),
         ("tangent", |o| o.tangent.clone()),
         ("loss", |o| vec![o.loss]),
