@@ -114,6 +114,8 @@ EOF
 chmod +x "$CACHE/bin/nvidia-smi"
 
 # 5. The fixed toolkit path, then the build.
+# (a directory there is what cuda-env.sh makes when a bundle is smoke-tested on this machine)
+if [ -e "$FIXED_ROOT" ] && [ ! -L "$FIXED_ROOT" ]; then rm -rf "$FIXED_ROOT"; fi
 ln -sfn "$CUDA" "$FIXED_ROOT"
 export CUDA_ROOT=$FIXED_ROOT CUDA_PATH=$FIXED_ROOT CUDA_COMPUTE_CAP=$CAP EQFLOW_CUDA_COMPUTE_CAP=sm_$CAP
 export PATH=$CACHE/bin:$FIXED_ROOT/bin:$PATH
