@@ -70,6 +70,12 @@ pub fn run(opts: CheckOptions) -> Value {
     }
     #[cfg(not(feature = "cuda"))]
     sections(&Cpu::default(), "cpu", opts, &mut out);
+    if out
+        .get("nvrtc_compile")
+        .is_some_and(|v| v["ok"] != json!(true))
+    {
+        out.insert("ok".into(), json!(false));
+    }
     Value::Object(out)
 }
 
