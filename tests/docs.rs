@@ -35,3 +35,47 @@ fn readme_shows_the_two_commands_and_ci_runs_the_test_command() {
         ".ci/run must run the README's test command"
     );
 }
+
+/// The GPU scripts are never run in CI (no GPU, and the CUDA build downloads ~600 MB), so at least they
+/// must parse, and pass shellcheck where it is installed; docs/gpu.md is linked from the README.
+#[test]
+fn gpu_scripts_parse_and_are_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scripts = [
+        "scripts/build-cuda.sh",
+        "scripts/gpu-check.sh",
+        "scripts/cuda-env.sh",
+    ];
+    for s in scripts {
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(root.join(s))
+            .output()
+            .expect("run bash -n");
+        assert!(
+            out.status.success(),
+            "{s} does not parse: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let shellcheck = std::process::Command::new("shellcheck")
+        .args(["--severity=warning", "--shell=bash"])
+        .args(scripts.map(|s| root.join(s)))
+        .output();
+    if let Ok(out) = shellcheck {
+        assert!(
+            out.status.success(),
+            "shellcheck: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(
+        readme.contains("docs/gpu.md"),
+        "README must link docs/gpu.md"
+    );
+    let doc = std::fs::read_to_string(root.join("docs/gpu.md")).expect("docs/gpu.md");
+    for s in scripts {
+        assert!(doc.contains(s), "docs/gpu.md must mention {s}");
+    }
+}

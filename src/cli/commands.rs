@@ -300,6 +300,28 @@ pub fn dispatch(cli: &Cli) -> Result<(), Failure> {
             )
         }
         Command::Gc { keep, dry_run } => gc(cli, keep, *dry_run, threads),
+        Command::DeviceCheck {
+            out,
+            skip_bench,
+            quick,
+        } => {
+            let report = crate::nn::device_check::run(crate::nn::device_check::CheckOptions {
+                skip_bench: *skip_bench,
+                quick: *quick,
+            });
+            let text = serde_json::to_string_pretty(&report).expect("JSON values serialise");
+            if let Some(path) = out {
+                std::fs::write(path, format!("{text}\n")).map_err(|e| {
+                    Failure::Other(anyhow::anyhow!("cannot write {}: {e}", path.display()))
+                })?;
+            }
+            println!("{text}");
+            if report["ok"] == serde_json::json!(true) {
+                Ok(())
+            } else {
+                Err(Failure::Stages(1))
+            }
+        }
         Command::Kinds { markdown } => {
             print!(
                 "{}",

@@ -165,6 +165,20 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// CPU-vs-GPU numerics and GPU throughput of the tensor work, as JSON (run by scripts/gpu-check.sh;
+    /// see docs/gpu.md). Exit code 1 when a numerics check fails.
+    #[command(hide = true)]
+    DeviceCheck {
+        /// Also write the JSON to this file.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Numerics only.
+        #[arg(long)]
+        skip_bench: bool,
+        /// Small sizes (a smoke test).
+        #[arg(long)]
+        quick: bool,
+    },
     /// List stage kinds with their parameters (`--markdown` for docs/pipeline-reference.md).
     Kinds {
         /// Markdown output.

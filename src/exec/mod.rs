@@ -16,6 +16,7 @@ use petgraph::graph::NodeIndex;
 
 use crate::cache::{Cache, Engine, KeyMaterial, Lookup, Manifest, SCHEMA_VERSION};
 use crate::config::{ParamType, Value};
+use crate::nn::device::ComputeDevice;
 use crate::plan::{Instance, Plan};
 use crate::stages::{InputArtifact, ProgressFactory, StageContext};
 
@@ -128,8 +129,13 @@ pub fn key_material(
         kind_version: inst.kind.version(),
         params,
         inputs: input_hashes.clone(),
-        engine: Engine::for_device(&plan.device),
+        engine: Engine::for_device(&device_of(plan).fingerprint()),
     })
+}
+
+/// The plan's compute device (validated by config resolution, so an unknown name cannot reach here).
+fn device_of(plan: &Plan) -> ComputeDevice {
+    ComputeDevice::parse(&plan.device).unwrap_or_default()
 }
 
 /// Why `inst` must be computed, or `None` if its entry can be reused.
@@ -440,6 +446,7 @@ fn execute(
         out_dir: staging.dir(),
         pipeline_dir: &plan.dir,
         kind: inst.kind.name(),
+        device: device_of(plan),
         log_lines: &log_lines,
         progress: display,
         metrics: serde_json::Map::new(),

@@ -5,3 +5,7 @@ pub mod points;
 
 // --- image models (convolutional score models, image flows) ---
 pub mod conv;
+
+// --- the compute device of the dfdx work, and the CPU-vs-GPU check ---
+pub mod device;
+pub mod device_check;

@@ -109,6 +109,8 @@ pub struct StageContext<'a> {
     pub pipeline_dir: &'a Path,
     /// The kind's name (part of every RNG stream).
     pub kind: &'static str,
+    /// Where dfdx tensor work runs (`[pipeline] device`); stages without dfdx work ignore it.
+    pub device: crate::nn::device::ComputeDevice,
     pub(crate) log_lines: &'a Mutex<Vec<String>>,
     pub(crate) progress: &'a dyn ProgressFactory,
     pub(crate) metrics: serde_json::Map<String, serde_json::Value>,

@@ -21,7 +21,7 @@ use super::points_common::{
 use super::{spread, StageContext, StageKind};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
-use crate::nn::points::{train_dynamics, Divergence, DynamicsTrainConfig, Network};
+use crate::nn::points::{train_dynamics_on, Divergence, DynamicsTrainConfig, Network};
 use crate::render::{Figure, Polyline};
 use crate::science::integrators::euler_maruyama;
 use crate::science::points::PointSet;
@@ -206,11 +206,12 @@ impl StageKind for TrainDynamics {
             cfg.noise
         ));
         let bar = ctx.progress(cfg.epochs as u64, "epochs");
-        let (flow, losses) = train_dynamics(&data.points, &score, &cfg, &mut |_, loss| {
-            bar.inc(1);
-            bar.message(format!("loss {loss:.4}"));
-        })
-        .with_context(|| format!("{}: dynamics training failed", ctx.label))?;
+        let (flow, losses) =
+            train_dynamics_on(ctx.device, &data.points, &score, &cfg, &mut |_, loss| {
+                bar.inc(1);
+                bar.message(format!("loss {loss:.4}"));
+            })
+            .with_context(|| format!("{}: dynamics training failed", ctx.label))?;
         bar.finish();
         let extra = serde_json::json!({ "dataset": data.name, "normalization": data.norm_json, "train": cfg });
         flow.save(&ctx.output("flow.safetensors"), extra)?;

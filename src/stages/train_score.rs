@@ -4,7 +4,7 @@
 //! single-noise-level score of Turing fields (`image_score.rs`); `run` dispatches on the input's kind, and
 //! `check_wiring` rejects a parameter set for the other kind of input.
 //!
-//! The stage is thin: it reads the points, calls [`crate::nn::points::train_score`] with a progress bar,
+//! The stage is thin: it reads the points, calls [`crate::nn::points::train_score_on`] (on `[pipeline] device`) with a progress bar,
 //! and writes the checkpoint (the data normalisation goes into its sidecar), the per-epoch losses, and a
 //! figure of DDIM samples against the data, whose MMD^2 is a metric (how well the score model learned p).
 //! A NaN loss fails the stage with the epoch, and a failed stage commits nothing to the cache.
@@ -18,7 +18,7 @@ use super::image_common::is_image_kind;
 use super::{image_score, spread, StageContext, StageKind};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
-use crate::nn::points::{train_score, ScoreTrainConfig};
+use crate::nn::points::{train_score_on, ScoreTrainConfig};
 use crate::render::{Figure, PointSet as Scatter, ScatterPlot};
 use crate::science::mmd::mmd2_unbiased;
 
@@ -127,7 +127,7 @@ impl StageKind for TrainScore {
             data.points.n, data.points.d, cfg.epochs
         ));
         let bar = ctx.progress(cfg.epochs as u64, "epochs");
-        let (model, losses) = train_score(&data.points, &cfg, &mut |_, loss| {
+        let (model, losses) = train_score_on(ctx.device, &data.points, &cfg, &mut |_, loss| {
             bar.inc(1);
             bar.message(format!("loss {loss:.4}"));
         })

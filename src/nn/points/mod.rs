@@ -5,7 +5,7 @@
 //! exact forward-mode tangent pass built from ordinary taped ops. The flow network's training step runs
 //! the same loss and exact gradient through a hand-written forward + reverse pass (module `fast`: gemm and
 //! rayon, ~5-10x faster than the taped graph on CPU), which tests hold against the dfdx graph and f64
-//! finite differences. Inference (rollouts, Jacobians,
+//! finite differences; with `device = "cuda"` the taped graph runs on the GPU instead (`train_*_on`). Inference (rollouts, Jacobians,
 //! Lyapunov exponents) needs millions of tiny per-point evaluations and no autodiff, so trained weights
 //! are copied out into [`ScoreModel`] and [`FlowModel`], which are plain `Vec<f64>` networks.
 //!
@@ -43,13 +43,15 @@ mod score;
 mod tape;
 mod train;
 
+pub mod check;
+
 #[cfg(test)]
 mod tests;
 
 pub use flow::FlowModel;
-pub use score::{train_score, ScoreModel, ScoreTrainConfig};
+pub use score::{train_score, train_score_on, ScoreModel, ScoreTrainConfig};
 pub use tape::Real;
-pub use train::{train_dynamics, Divergence, DynamicsTrainConfig};
+pub use train::{train_dynamics, train_dynamics_on, Divergence, DynamicsTrainConfig};
 
 /// Width of every hidden layer.
 pub const HIDDEN: usize = 64;

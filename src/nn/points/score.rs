@@ -10,6 +10,7 @@ use super::schedule::{abar, abar_at, STEPS};
 use super::tape::{leaf_tensors, score_forward, tensor2, Real};
 use super::train::{epoch_batches, Adam};
 use super::HIDDEN;
+use crate::nn::device::ComputeDevice;
 use crate::science::points::PointSet;
 use crate::science::rng::{stream, substream};
 use anyhow::{bail, Context, Result};
@@ -336,25 +337,22 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<(serde_json::Value, Tensors
 }
 
 /// One score-model loss and its leaf gradients on a batch, in dtype `E`.
-pub(crate) fn score_loss_and_grads<E: Real>(
-    dev: &Cpu,
+pub(crate) fn score_loss_and_grads<E: Real, D: Device<E>>(
+    dev: &D,
     d: usize,
     leaves: &[Vec<f64>],
     xt: &[f64],
     tfeat: &[f64],
     eps: &[f64],
-) -> (f64, Vec<Vec<f64>>)
-where
-    Cpu: Device<E>,
-{
+) -> (f64, Vec<Vec<f64>>) {
     let n = tfeat.len();
-    let lt = leaf_tensors::<E, Cpu>(dev, leaves);
-    let x = tensor2::<E, Cpu>(dev, xt, n, d);
-    let tf = tensor2::<E, Cpu>(dev, tfeat, n, 1);
-    let target = tensor2::<E, Cpu>(dev, eps, n, d);
+    let lt = leaf_tensors::<E, D>(dev, leaves);
+    let x = tensor2::<E, D>(dev, xt, n, d);
+    let tf = tensor2::<E, D>(dev, tfeat, n, 1);
+    let target = tensor2::<E, D>(dev, eps, n, d);
     let pred = score_forward(d, HIDDEN, &lt, &x, &tf);
     let loss = (pred - target).square().mean();
-    let value: f64 = Real::f64(loss.array());
+    let value: f64 = Real::f64(loss.as_vec()[0]);
     let grads = loss.backward();
     let g = lt
         .iter()
@@ -363,15 +361,49 @@ where
     (value, g)
 }
 
-/// Trains the score model on `data` (spec §3); calls `on_epoch(epoch, mean loss)` after each epoch and
-/// returns the model and the per-epoch losses. Training runs in f32 with f64 master weights.
+/// Trains the score model on `data` (spec §3) on the CPU; calls `on_epoch(epoch, mean loss)` after each
+/// epoch and returns the model and the per-epoch losses. Training runs in f32 with f64 master weights.
 pub fn train_score(
     data: &PointSet,
     cfg: &ScoreTrainConfig,
     on_epoch: &mut dyn FnMut(usize, f64),
 ) -> Result<(ScoreModel, Vec<f64>)> {
+    train_score_on(ComputeDevice::Cpu, data, cfg, on_epoch)
+}
+
+/// [`train_score`] with the forward and backward passes on `device` (batches, noise and Adam stay on the
+/// CPU in f64, so only the f32 gradient arithmetic differs between devices).
+pub fn train_score_on(
+    device: ComputeDevice,
+    data: &PointSet,
+    cfg: &ScoreTrainConfig,
+    on_epoch: &mut dyn FnMut(usize, f64),
+) -> Result<(ScoreModel, Vec<f64>)> {
+    match device {
+        ComputeDevice::Cpu => train_score_with(&Cpu::seed_from_u64(cfg.seed), data, cfg, on_epoch),
+        #[cfg(feature = "cuda")]
+        ComputeDevice::Cuda => {
+            crate::nn::device::probe_cuda()?;
+            let dev = Cuda::try_build(0, cfg.seed).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open CUDA device 0: {}",
+                    crate::nn::device::cuda_error(&e)
+                )
+            })?;
+            train_score_with(&dev, data, cfg, on_epoch)
+        }
+        #[cfg(not(feature = "cuda"))]
+        ComputeDevice::Cuda => bail!("this eqflow was built without CUDA support (docs/gpu.md)"),
+    }
+}
+
+fn train_score_with<D: Device<f32>>(
+    dev: &D,
+    data: &PointSet,
+    cfg: &ScoreTrainConfig,
+    on_epoch: &mut dyn FnMut(usize, f64),
+) -> Result<(ScoreModel, Vec<f64>)> {
     let d = data.d;
-    let dev = Cpu::seed_from_u64(cfg.seed);
     let mut leaves = ScoreModel::init(d, cfg.seed).to_leaves();
     debug_assert_eq!(
         leaves.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -404,7 +436,7 @@ pub fn train_score(
                 }
                 tf.push(2.0 * t - 1.0);
             }
-            let (loss, grads) = score_loss_and_grads::<f32>(&dev, d, &leaves, &xt, &tf, &eps);
+            let (loss, grads) = score_loss_and_grads::<f32, D>(dev, d, &leaves, &xt, &tf, &eps);
             if !loss.is_finite() {
                 bail!("score training diverged at epoch {epoch}: loss {loss}");
             }

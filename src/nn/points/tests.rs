@@ -233,7 +233,7 @@ fn loss_grads_f64(
 ) -> super::train::DynamicsStep {
     match imp {
         Imp::Dfdx => {
-            dynamics_loss_and_grads::<f64>(&Cpu::default(), arch, leaves, x, s, z, k, scale, bt)
+            dynamics_loss_and_grads::<f64, _>(&Cpu::default(), arch, leaves, x, s, z, k, scale, bt)
         }
         Imp::Fast => super::fast::loss_and_grads::<f64>(arch, leaves, x, s, z, k, scale, bt),
     }
@@ -305,15 +305,15 @@ fn score_loss_gradient_matches_finite_differences() {
     let (x, e) = (randn(n * d, 2), randn(n * d, 3));
     let tf: Vec<f64> = (0..n).map(|i| i as f64 / n as f64 - 0.5).collect();
     let dev = Cpu::default();
-    let (_, g) = score_loss_and_grads::<f64>(&dev, d, &leaves, &x, &tf, &e);
+    let (_, g) = score_loss_and_grads::<f64, _>(&dev, d, &leaves, &x, &tf, &e);
     let h = 1e-6;
     for (li, leaf) in leaves.iter().enumerate() {
         let j = leaf.len() / 3;
         let (mut lp, mut lm) = (leaves.clone(), leaves.clone());
         lp[li][j] += h;
         lm[li][j] -= h;
-        let fd = (score_loss_and_grads::<f64>(&dev, d, &lp, &x, &tf, &e).0
-            - score_loss_and_grads::<f64>(&dev, d, &lm, &x, &tf, &e).0)
+        let fd = (score_loss_and_grads::<f64, _>(&dev, d, &lp, &x, &tf, &e).0
+            - score_loss_and_grads::<f64, _>(&dev, d, &lm, &x, &tf, &e).0)
             / (2.0 * h);
         assert!(
             (fd - g[li][j]).abs() < 1e-7,
@@ -450,7 +450,7 @@ fn fast_pass_matches_dfdx_graph() {
             let x = randn(n * d, 25);
             let s = randn(n * d, 26);
             let (k, z, scale) = tangents(div, 10, n, d, &mut stream(27, "probes"));
-            let a = dynamics_loss_and_grads::<f32>(
+            let a = dynamics_loss_and_grads::<f32, _>(
                 &Cpu::default(),
                 &arch,
                 &leaves,
@@ -572,7 +572,7 @@ fn timings() {
         let ts: Vec<f64> = (0..15)
             .map(|_| {
                 let t = Instant::now();
-                let (_, g) = score_loss_and_grads::<f32>(&dev, d, &leaves, &x, &tf, &e);
+                let (_, g) = score_loss_and_grads::<f32, _>(&dev, d, &leaves, &x, &tf, &e);
                 adam.step(&mut leaves, &g);
                 t.elapsed().as_secs_f64() * 1e3
             })
@@ -599,7 +599,7 @@ fn timings() {
                             Imp::Fast => super::fast::loss_and_grads_in::<f32>(
                                 &mut ws, &arch, &fl, x, s, &z, k, sc, bt,
                             ),
-                            Imp::Dfdx => dynamics_loss_and_grads::<f32>(
+                            Imp::Dfdx => dynamics_loss_and_grads::<f32, _>(
                                 &dev, &arch, &fl, x, s, &z, k, sc, bt,
                             ),
                         };

@@ -14,6 +14,7 @@ use super::flow::{init_leaves, FlowModel};
 use super::schedule::abar;
 use super::tape::{divergence_loss, flow_forward, leaf_tensors, tensor2, BnMode, BnTangent, Real};
 use super::{Arch, Network, ScoreModel, BN_MOMENTUM, HIDDEN};
+use crate::nn::device::ComputeDevice;
 use crate::science::points::PointSet;
 use crate::science::rng::substream;
 use anyhow::{bail, Result};
@@ -166,13 +167,10 @@ pub(crate) struct DynamicsStep {
 /// The dynamics loss and its leaf gradients on one batch in dtype `E` (batch-norm in training mode), on
 /// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
 /// ([`super::fast::loss_and_grads_in`]) against.
+/// Generic over the device: `eqflow device-check` runs it on `Cuda` against `Cpu`.
 #[allow(clippy::too_many_arguments)]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "reference implementation for tests")
-)]
-pub(crate) fn dynamics_loss_and_grads<E: Real>(
-    dev: &Cpu,
+pub(crate) fn dynamics_loss_and_grads<E: Real, D: Device<E>>(
+    dev: &D,
     arch: &Arch,
     leaves: &[Vec<f64>],
     x: &[f64],
@@ -181,25 +179,22 @@ pub(crate) fn dynamics_loss_and_grads<E: Real>(
     k: usize,
     scale: f64,
     bn_tangent: BnTangent,
-) -> DynamicsStep
-where
-    Cpu: Device<E>,
-{
+) -> DynamicsStep {
     let d = arch.d;
     let n = x.len() / d;
-    let lt = leaf_tensors::<E, Cpu>(dev, leaves);
-    let xt = tensor2::<E, Cpu>(dev, x, n, d);
-    let tt = tensor2::<E, Cpu>(dev, z, k * n, d);
-    let z3: Tensor<(usize, usize, usize), E, Cpu> =
+    let lt = leaf_tensors::<E, D>(dev, leaves);
+    let xt = tensor2::<E, D>(dev, x, n, d);
+    let tt = tensor2::<E, D>(dev, z, k * n, d);
+    let z3: Tensor<(usize, usize, usize), E, D> =
         dev.tensor_from_vec(z.iter().map(|&v| E::of(v)).collect(), (k, n, d));
-    let s = tensor2::<E, Cpu>(dev, score, n, d);
+    let s = tensor2::<E, D>(dev, score, n, d);
     let pass = flow_forward(arch, &lt, &xt, &tt, k, &BnMode::Batch(bn_tangent));
     let (batch_mean, batch_var) = pass
         .batch_stats
         .clone()
         .expect("batch mode returns statistics");
     let loss = divergence_loss(pass, &z3, &s, scale);
-    let value: f64 = Real::f64(loss.array());
+    let value: f64 = Real::f64(loss.as_vec()[0]);
     let grads = loss.backward();
     let g = lt
         .iter()
@@ -213,10 +208,76 @@ where
     }
 }
 
-/// Trains a flow network on `data` with the fixed `score` model (spec §2); calls `on_epoch(epoch, mean
-/// loss)` after each epoch and returns the model (evaluation mode) and the per-epoch losses. A NaN or
-/// infinite batch loss stops training with an error naming the epoch and value.
+/// Where the flow loss and its gradient are computed: the CPU's hand-written pass, or the taped dfdx graph
+/// on a GPU (the same loss: tests hold the two against each other and f64 finite differences).
+enum LossPass {
+    Cpu(super::fast::Workspace<f32>),
+    #[cfg(feature = "cuda")]
+    Cuda(Cuda),
+}
+
+impl LossPass {
+    fn new(device: ComputeDevice, seed: u64) -> Result<Self> {
+        match device {
+            ComputeDevice::Cpu => Ok(LossPass::Cpu(super::fast::Workspace::default())),
+            #[cfg(feature = "cuda")]
+            ComputeDevice::Cuda => {
+                crate::nn::device::probe_cuda()?;
+                Cuda::try_build(0, seed).map(LossPass::Cuda).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open CUDA device 0: {}",
+                        crate::nn::device::cuda_error(&e)
+                    )
+                })
+            }
+            #[cfg(not(feature = "cuda"))]
+            ComputeDevice::Cuda => {
+                let _ = seed;
+                bail!("this eqflow was built without CUDA support (docs/gpu.md)")
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        arch: &Arch,
+        leaves: &[Vec<f64>],
+        x: &[f64],
+        score: &[f64],
+        z: &[f64],
+        k: usize,
+        scale: f64,
+        bn_tangent: BnTangent,
+    ) -> DynamicsStep {
+        match self {
+            LossPass::Cpu(ws) => super::fast::loss_and_grads_in::<f32>(
+                ws, arch, leaves, x, score, z, k, scale, bn_tangent,
+            ),
+            #[cfg(feature = "cuda")]
+            LossPass::Cuda(dev) => dynamics_loss_and_grads::<f32, Cuda>(
+                dev, arch, leaves, x, score, z, k, scale, bn_tangent,
+            ),
+        }
+    }
+}
+
+/// Trains a flow network on `data` with the fixed `score` model (spec §2) on the CPU; calls
+/// `on_epoch(epoch, mean loss)` after each epoch and returns the model (evaluation mode) and the
+/// per-epoch losses. A NaN or infinite batch loss stops training with an error naming the epoch and value.
 pub fn train_dynamics(
+    data: &PointSet,
+    score: &ScoreModel,
+    cfg: &DynamicsTrainConfig,
+    on_epoch: &mut dyn FnMut(usize, f64),
+) -> Result<(FlowModel, Vec<f64>)> {
+    train_dynamics_on(ComputeDevice::Cpu, data, score, cfg, on_epoch)
+}
+
+/// [`train_dynamics`] with the loss and gradient on `device` (batches, noise, probes, the score and Adam
+/// stay on the CPU in f64).
+pub fn train_dynamics_on(
+    device: ComputeDevice,
     data: &PointSet,
     score: &ScoreModel,
     cfg: &DynamicsTrainConfig,
@@ -249,7 +310,7 @@ pub fn train_dynamics(
         Divergence::Exact => BnTangent::SelfOnly,
     };
     let mut losses = Vec::with_capacity(cfg.epochs);
-    let mut ws = super::fast::Workspace::default();
+    let mut pass = LossPass::new(device, cfg.seed)?;
     let mut step = 0u64;
     for epoch in 0..cfg.epochs {
         let batches = epoch_batches(data.n, cfg.batch, cfg.seed, "flow/shuffle", epoch);
@@ -266,9 +327,7 @@ pub fn train_dynamics(
             }
             let s = score.score(&xt, cfg.noise);
             let (k, z, scale) = tangents(cfg.divergence, cfg.probes, n, d, &mut rng);
-            let st = super::fast::loss_and_grads_in::<f32>(
-                &mut ws, &arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent,
-            );
+            let st = pass.run(&arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent);
             if !st.loss.is_finite() {
                 bail!(
                     "dynamics training diverged at epoch {epoch}: loss {}",
