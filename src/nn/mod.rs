@@ -5,3 +5,6 @@ pub mod points;
 
 // --- image models (convolutional score models, image flows) ---
 pub mod conv;
+
+// --- the paper's UNet (dfdx, any device) ---
+pub mod unet;
