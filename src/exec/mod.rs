@@ -440,6 +440,7 @@ fn execute(
         out_dir: staging.dir(),
         pipeline_dir: &plan.dir,
         kind: inst.kind.name(),
+        device: &plan.device,
         log_lines: &log_lines,
         progress: display,
         metrics: serde_json::Map::new(),

@@ -8,3 +8,7 @@ pub mod conv;
 
 // --- the paper's UNet (dfdx, any device) ---
 pub mod unet;
+
+// --- the image score, whichever model trained it ---
+pub mod image_score;
+pub use image_score::{ImageScore, UnetOn};

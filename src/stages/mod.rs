@@ -109,6 +109,8 @@ pub struct StageContext<'a> {
     pub pipeline_dir: &'a Path,
     /// The kind's name (part of every RNG stream).
     pub kind: &'static str,
+    /// The pipeline's compute device (`cpu` or `cuda`), for the stages that run tensor work on it.
+    pub device: &'a str,
     pub(crate) log_lines: &'a Mutex<Vec<String>>,
     pub(crate) progress: &'a dyn ProgressFactory,
     pub(crate) metrics: serde_json::Map<String, serde_json::Value>,

@@ -36,7 +36,7 @@ pub struct Slot {
 
 impl Slot {
     /// Number of values.
-    pub fn len(&self) -> usize {
+    pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }

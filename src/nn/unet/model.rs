@@ -88,13 +88,13 @@ impl UnetArch {
             }
         }
         let mid = *self.channels.last().expect("non-empty");
-        if self.heads == 0 || mid % self.heads != 0 {
+        if self.heads == 0 || !mid.is_multiple_of(self.heads) {
             bail!(
                 "UNet middle channels {mid} not divisible by {} heads",
                 self.heads
             );
         }
-        if self.time_dim < 2 || self.time_dim % 2 != 0 {
+        if self.time_dim < 2 || !self.time_dim.is_multiple_of(2) {
             bail!("UNet time embedding width must be even");
         }
         if self.timestep >= DDPM_STEPS {
@@ -220,13 +220,18 @@ fn init_values(slots: &[Slot], seed: u64) -> Vec<Vec<f64>> {
         .map(|s| match s.init {
             Init::Uniform { fan_in } => {
                 let bound = 1.0 / (fan_in as f64).sqrt();
-                (0..s.len()).map(|_| rng.gen_range(-bound..bound)).collect()
+                (0..s.numel())
+                    .map(|_| rng.gen_range(-bound..bound))
+                    .collect()
             }
-            Init::Ones => vec![1.0; s.len()],
-            Init::Zeros => vec![0.0; s.len()],
+            Init::Ones => vec![1.0; s.numel()],
+            Init::Zeros => vec![0.0; s.numel()],
         })
         .collect()
 }
+
+/// The index grids built so far, by field size.
+type GridCache<D> = Mutex<HashMap<(usize, usize), Arc<Vec<LevelGrid<D>>>>>;
 
 /// The UNet on device `D` in float type `E`.
 pub struct Unet<E: Dtype, D: Device<E>> {
@@ -238,7 +243,7 @@ pub struct Unet<E: Dtype, D: Device<E>> {
     /// Parameter values (flat), in the order of `slots`.
     pub params: Vec<Flat<E, D>>,
     dev: D,
-    grids: Mutex<HashMap<(usize, usize), Arc<Vec<LevelGrid<D>>>>>,
+    grids: GridCache<D>,
 }
 
 impl<E: Dtype, D: Device<E>> Clone for Unet<E, D> {
@@ -297,7 +302,7 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
             );
         }
         for (v, s) in values.iter().zip(&slots) {
-            if v.len() != s.len() {
+            if v.len() != s.numel() {
                 bail!(
                     "parameter {} has {} values, expected {:?}",
                     s.name,
@@ -316,7 +321,7 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
 
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
-        self.slots.iter().map(Slot::len).sum()
+        self.slots.iter().map(Slot::numel).sum()
     }
 
     /// The parameter values on the host, one `Vec` per slot.
@@ -347,7 +352,7 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
     /// The index grids for fields of `h x w` (built once per size).
     pub fn grids(&self, h: usize, w: usize) -> Result<Arc<Vec<LevelGrid<D>>>> {
         let m = self.arch.size_multiple();
-        if h % m != 0 || w % m != 0 || h == 0 || w == 0 {
+        if !h.is_multiple_of(m) || !w.is_multiple_of(m) || h == 0 || w == 0 {
             bail!(
                 "the UNet with {} levels needs fields whose sides are multiples of {m}, got {h}x{w}",
                 self.arch.channels.len()
@@ -438,12 +443,11 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         out.put_tape(tape.merge(temb_tape))
     }
 
-    /// v̂ for host fields `x` `[n, c, h, w]` at timestep `t`, in batches of `batch`, written to `out`
+    /// v̂ for host fields `x` `[n, c, h, w]` (n from its length) at timestep `t`, in batches of `batch`, written to `out`
     /// (same layout). No tape.
     pub fn predict_v(
         &self,
         x: &[f32],
-        n: usize,
         h: usize,
         w: usize,
         t: usize,
@@ -452,6 +456,7 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
     ) -> Result<()> {
         let c = self.arch.in_channels;
         let len = c * h * w;
+        let n = x.len() / len;
         assert_eq!(x.len(), n * len, "x must be [n, c, h, w]");
         assert_eq!(out.len(), n * len, "out must be [n, c, h, w]");
         let grids = self.grids(h, w)?;
@@ -474,16 +479,23 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         Ok(())
     }
 
-    /// ε̂ at the score's timestep: ε̂ = sqrt(1 - ā) x + sqrt(ā) v̂ (v-prediction), batch `[n, c, h, w]`.
+    /// ε̂ at the score's timestep: ε̂ = sqrt(1 - ā) x + sqrt(ā) v̂ (v-prediction), for `[n, c, h, w]`
+    /// fields, `batch` per forward.
     pub fn predict_eps(
         &self,
         x: &[f32],
         n: usize,
         h: usize,
         w: usize,
+        batch: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        self.predict_v(x, n, h, w, self.arch.timestep, 16, out)?;
+        assert_eq!(
+            x.len(),
+            n * self.arch.in_channels * h * w,
+            "x must be [n, c, h, w]"
+        );
+        self.predict_v(x, h, w, self.arch.timestep, batch, out)?;
         let (sig, a) = (self.arch.sigma() as f32, self.arch.signal_scale() as f32);
         out.iter_mut()
             .zip(x)

@@ -14,6 +14,8 @@ use crate::science::rng::stream;
 
 type Taped = OwnedTape<f64, Cpu>;
 type Loss = Tensor<(), f64, Cpu, Taped>;
+/// A scalar function of a traced first input and all inputs (untaped), for [`gradcheck`].
+type Objective<'a> = &'a dyn Fn(Tensor<(usize,), f64, Cpu, Taped>, &[Flat<f64, Cpu>]) -> Loss;
 
 fn random(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = stream(seed, "unet-test");
@@ -38,7 +40,7 @@ fn gradcheck(
     what: &str,
     inputs: Vec<Vec<f64>>,
     probes: usize,
-    f: &dyn Fn(Tensor<(usize,), f64, Cpu, Taped>, &[Flat<f64, Cpu>]) -> Loss,
+    f: Objective<'_>,
 ) {
     let dev = Cpu::default();
     let tensors: Vec<_> = inputs.iter().map(|v| flat(&dev, v)).collect();
@@ -73,7 +75,6 @@ fn gradcheck(
 }
 
 /// The naive circular 3x3 convolution (PyTorch `padding_mode="circular"` alignment), layout `[P, B, C]`.
-#[allow(clippy::too_many_arguments)]
 fn naive_conv(
     x: &[f64],
     (h, w, b, cin): (usize, usize, usize, usize),
@@ -201,7 +202,7 @@ fn slot_values(b: &Builder, seed: u64) -> Vec<Vec<f64>> {
     b.slots
         .iter()
         .enumerate()
-        .map(|(i, s)| random(s.len(), seed + i as u64))
+        .map(|(i, s)| random(s.numel(), seed + i as u64))
         .collect()
 }
 
@@ -254,7 +255,7 @@ fn whole_tiny_unet_gradients_check_for_input_and_every_parameter() {
     let grids = model.grids(h, w).expect("4x4 fits");
     let mut inputs = vec![random(h * w * bsz * 2, 17)];
     // Random (not initial) GroupNorm affines, so no gradient is checked only at a symmetric point.
-    inputs.extend((0..model.slots.len()).map(|i| random(model.slots[i].len(), 300 + i as u64)));
+    inputs.extend((0..model.slots.len()).map(|i| random(model.slots[i].numel(), 300 + i as u64)));
     gradcheck("tiny UNet", inputs, 3, &|x, prm| {
         let y = model.forward_with(
             &prm[1..],
@@ -343,7 +344,7 @@ fn tiny_unet_trains_on_gray_scott_and_its_loss_falls() {
         .collect();
     let mut eps = vec![0.0; noisy.len()];
     model
-        .predict_eps(&noisy, n, 16, 16, &mut eps)
+        .predict_eps(&noisy, n, 16, 16, 3, &mut eps)
         .expect("predicts");
     let err = |f: &dyn Fn(usize) -> f32| {
         (0..clean.len())
@@ -385,8 +386,10 @@ fn training_is_bit_identical_for_a_seed_and_the_checkpoint_round_trips() {
     assert_eq!(loaded.arch, a.arch);
     let x = &data[..2 * 512];
     let (mut ya, mut yb) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-    a.predict_eps(x, 2, 16, 16, &mut ya).expect("predicts");
-    loaded.predict_eps(x, 2, 16, 16, &mut yb).expect("predicts");
+    a.predict_eps(x, 2, 16, 16, 2, &mut ya).expect("predicts");
+    loaded
+        .predict_eps(x, 2, 16, 16, 1, &mut yb)
+        .expect("predicts");
     assert_eq!(ya, yb);
     let bytes = std::fs::read(&path).expect("written");
     loaded.save(&path).expect("saves again");
