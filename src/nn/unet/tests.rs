@@ -36,12 +36,7 @@ fn weighted_sum<S: Shape>(y: Tensor<S, f64, Cpu, Taped>, seed: u64) -> Loss {
 
 /// Compares the taped gradient of `f` with respect to every input with central differences (step 1e-5)
 /// at up to `probes` coordinates per input. `f` gets the first input traced and all inputs untaped.
-fn gradcheck(
-    what: &str,
-    inputs: Vec<Vec<f64>>,
-    probes: usize,
-    f: Objective<'_>,
-) {
+fn gradcheck(what: &str, inputs: Vec<Vec<f64>>, probes: usize, f: Objective<'_>) {
     let dev = Cpu::default();
     let tensors: Vec<_> = inputs.iter().map(|v| flat(&dev, v)).collect();
     let loss = f(tensors[0].clone().leaky_traced(), &tensors);
