@@ -102,13 +102,13 @@ pub fn ddpm_batch(
     }
 }
 
-/// The mean squared v-error of `model` (with parameters `p`) on a batch, taped through `grads` when given.
+/// The mean squared v-error of `model` on a batch and its gradients.
 fn batch_loss<E: Dtype, D: Device<E>>(
     model: &Unet<E, D>,
     batch: &DdpmBatch,
     h: usize,
     w: usize,
-) -> Result<(f64, Option<Gradients<E, D>>)> {
+) -> Result<(f64, Gradients<E, D>)> {
     let dev = model.device();
     let grids = model.grids(h, w)?;
     let c = model.arch.in_channels;
@@ -124,7 +124,7 @@ fn batch_loss<E: Dtype, D: Device<E>>(
     let pred = model.forward(x, model.time_input(&batch.t), &grids);
     let loss = (pred - target).square().mean::<(), _>();
     let value = loss.as_vec()[0].to_f64().expect("float");
-    Ok((value, Some(loss.backward())))
+    Ok((value, loss.backward()))
 }
 
 /// The mean squared v-error without a tape.
@@ -148,6 +148,67 @@ fn eval_loss<E: Dtype, D: Device<E>>(
     Ok((pred - up(&batch.v)).square().mean::<(), _>().as_vec()[0]
         .to_f64()
         .expect("float"))
+}
+
+/// One optimiser step at a time: the model, its AdamW state and the update rule (clipping included).
+pub struct Trainer<E: Dtype, D: Device<E>> {
+    /// The model being trained.
+    pub model: Unet<E, D>,
+    opt: AdamW<E, D>,
+    weight_decay: f64,
+    grad_clip: Option<f64>,
+}
+
+impl<E: Dtype, D: Device<E>> Trainer<E, D> {
+    /// Starts training `model` with decoupled weight decay `weight_decay` and gradient-norm clip.
+    pub fn new(model: Unet<E, D>, weight_decay: f64, grad_clip: Option<f64>) -> Self {
+        Self {
+            opt: AdamW::new(&model.params),
+            model,
+            weight_decay,
+            grad_clip,
+        }
+    }
+
+    /// One step on `batch` (fields `h x w`) at learning rate `lr`; returns the loss before the step, or
+    /// an error naming `step` if it is not finite (the parameters are then left untouched).
+    pub fn step(
+        &mut self,
+        batch: &DdpmBatch,
+        h: usize,
+        w: usize,
+        lr: f64,
+        step: usize,
+    ) -> Result<f64> {
+        let (loss, grads) = batch_loss(&self.model, batch, h, w)?;
+        if !loss.is_finite() {
+            bail!("UNet training diverged: loss {loss} at step {step}");
+        }
+        let g: Vec<Flat<E, D>> = self.model.params.iter().map(|p| grads.get(p)).collect();
+        drop(grads);
+        let scale = match self.grad_clip {
+            Some(max) => {
+                let norm = g
+                    .iter()
+                    .map(|gi| {
+                        gi.clone().square().sum::<(), _>().as_vec()[0]
+                            .to_f64()
+                            .expect("float")
+                    })
+                    .sum::<f64>()
+                    .sqrt();
+                if norm > max {
+                    max / (norm + 1e-6)
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
+        };
+        self.opt
+            .step(&mut self.model.params, &g, lr, self.weight_decay, scale);
+        Ok(loss)
+    }
 }
 
 /// AdamW state over the flat parameter list.
@@ -214,7 +275,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
             data.len()
         );
     }
-    let mut model = Unet::<E, D>::init(arch, dev, cfg.seed)?;
+    let model = Unet::<E, D>::init(arch, dev, cfg.seed)?;
     model.grids(h, w)?;
     let n_val = if n >= 2 {
         ((n as f64 * cfg.validation).round() as usize).min(n - 1)
@@ -242,7 +303,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
     };
 
     let mut rng = stream(cfg.seed, "unet/batches");
-    let mut opt = AdamW::new(&model.params);
+    let mut trainer = Trainer::new(model, cfg.weight_decay, cfg.grad_clip);
     let warmup = (cfg.warmup * cfg.iterations as f64).round() as usize;
     let mut log = UnetTrainLog {
         train_fields: n_train,
@@ -253,7 +314,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
     for step in 0..cfg.iterations {
         if step % per_epoch == 0 {
             if step > 0 && n_val > 0 {
-                log.validation.push((step, validate(&model)?));
+                log.validation.push((step, validate(&trainer.model)?));
             }
             epoch_order = train_ids.to_vec();
             epoch_order.shuffle(&mut rng);
@@ -261,37 +322,12 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
         let k = step % per_epoch;
         let ids = &epoch_order[k * batch..((k + 1) * batch).min(n_train)];
         let b = ddpm_batch(data, ids, c, h * w, &mut rng);
-        let (loss, grads) = batch_loss(&model, &b, h, w)?;
-        if !loss.is_finite() {
-            bail!("UNet training diverged: loss {loss} at step {step}");
-        }
-        let grads = grads.expect("taped");
-        let g: Vec<Flat<E, D>> = model.params.iter().map(|p| grads.get(p)).collect();
-        drop(grads);
-        let scale = match cfg.grad_clip {
-            Some(max) => {
-                let norm = g
-                    .iter()
-                    .map(|gi| {
-                        gi.clone().square().sum::<(), _>().as_vec()[0]
-                            .to_f64()
-                            .expect("float")
-                    })
-                    .sum::<f64>()
-                    .sqrt();
-                if norm > max {
-                    max / (norm + 1e-6)
-                } else {
-                    1.0
-                }
-            }
-            None => 1.0,
-        };
         let lr = lr_at(step, cfg.iterations, warmup, cfg.lr);
-        opt.step(&mut model.params, &g, lr, cfg.weight_decay, scale);
+        let loss = trainer.step(&b, h, w, lr, step)?;
         log.losses.push(loss);
         on_step(step, loss);
     }
+    let model = trainer.model;
     if n_val > 0 {
         log.validation.push((cfg.iterations, validate(&model)?));
     }
