@@ -7,7 +7,7 @@
 
 use dfdx::prelude::*;
 
-use super::ops::{conv3x3, group_norm, linear, linear_act, silu, Act, Flat, Mat};
+use super::ops::{conv3x3, group_norm, linear, silu, Flat, Index, Mat};
 
 /// How a parameter is initialised.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,9 +118,9 @@ impl Conv {
     pub fn apply<E: Dtype, D: Device<E>, T: Tape<E, D>>(
         &self,
         p: &[Flat<E, D>],
-        x: Act<E, D, T>,
-        idx: &Tensor<(usize,), usize, D>,
-    ) -> Act<E, D, T> {
+        x: Mat<E, D, T>,
+        idx: &Index<D>,
+    ) -> Mat<E, D, T> {
         conv3x3(x, idx, &p[self.w], &p[self.b])
     }
 }
@@ -133,22 +133,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Applies the layer to rows `[N, C_in]`.
+    /// Applies the layer to rows `[N, C_in]` (at every position of an activation: a 1x1 convolution).
     pub fn apply<E: Dtype, D: Device<E>, T: Tape<E, D>>(
         &self,
         p: &[Flat<E, D>],
         x: Mat<E, D, T>,
     ) -> Mat<E, D, T> {
         linear(x, &p[self.w], &p[self.b])
-    }
-
-    /// Applies the layer at every position of `[P, B, C_in]`.
-    pub fn apply_act<E: Dtype, D: Device<E>, T: Tape<E, D>>(
-        &self,
-        p: &[Flat<E, D>],
-        x: Act<E, D, T>,
-    ) -> Act<E, D, T> {
-        linear_act(x, &p[self.w], &p[self.b])
     }
 }
 
@@ -161,13 +152,14 @@ pub struct Norm {
 }
 
 impl Norm {
-    /// Applies the normalisation and its affine map.
+    /// Applies the normalisation (statistics over each sample's `positions` rows) and its affine map.
     pub fn apply<E: Dtype, D: Device<E>, T: Tape<E, D>>(
         &self,
         p: &[Flat<E, D>],
-        x: Act<E, D, T>,
-    ) -> Act<E, D, T> {
-        group_norm(x, self.groups, &p[self.g], &p[self.b])
+        x: Mat<E, D, T>,
+        positions: usize,
+    ) -> Mat<E, D, T> {
+        group_norm(x, positions, self.groups, &p[self.g], &p[self.b])
     }
 }
 
@@ -184,25 +176,29 @@ pub struct Res {
 }
 
 impl Res {
-    /// Applies the block to `x` `[P, B, C_in]` with the activated time embedding `temb` `[B, T]`.
+    /// Applies the block to `x` `[B*P, C_in]` (P = `positions`) with the activated time embedding `temb`
+    /// `[B, T]` and the level's conv taps `idx`.
     pub fn apply<E: Dtype, D: Device<E>, T: Tape<E, D>>(
         &self,
         p: &[Flat<E, D>],
-        x: Act<E, D, T>,
+        x: Mat<E, D, T>,
         temb: Mat<E, D, T>,
-        idx: &Tensor<(usize,), usize, D>,
-    ) -> Act<E, D, T> {
-        let h = self.norm1.apply(p, x.retaped::<T>());
+        positions: usize,
+        idx: &Index<D>,
+    ) -> Mat<E, D, T> {
+        let h = self.norm1.apply(p, x.retaped::<T>(), positions);
         let h = self.conv1.apply(p, silu(h), idx);
-        let shape = *h.shape();
+        let (rows, c) = *h.shape();
+        let shape = (rows / positions, positions, c);
         let t = self
             .temb
             .apply(p, temb)
-            .broadcast_like::<_, Axis<0>>(&shape);
-        let h = self.norm2.apply(p, h + t);
+            .broadcast_like::<_, Axis<1>>(&shape);
+        let h = (h.reshape_like(&shape) + t).reshape_like(&(rows, c));
+        let h = self.norm2.apply(p, h, positions);
         let h = self.conv2.apply(p, silu(h), idx);
         match &self.skip {
-            Some(skip) => h + skip.apply_act(p, x),
+            Some(skip) => h + skip.apply(p, x),
             None => h + x,
         }
     }
@@ -222,29 +218,28 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Applies the block to `x` `[P, B, C]`.
+    /// Applies the block to `x` `[B*P, C]` (P = `positions`).
     pub fn apply<E: Dtype, D: Device<E>, T: Tape<E, D>>(
         &self,
         p: &[Flat<E, D>],
-        x: Act<E, D, T>,
-    ) -> Act<E, D, T> {
-        let (n, b, c) = *x.shape();
+        x: Mat<E, D, T>,
+        positions: usize,
+    ) -> Mat<E, D, T> {
+        let (rows, c) = *x.shape();
+        let (b, n) = (rows / positions, positions);
         let (heads, d) = (self.heads, c / self.heads);
-        let h = self
-            .norm
-            .apply(p, x.retaped::<T>())
-            .reshape_like(&(n * b, c));
-        // [P*B, C] -> [P, B*heads, d] -> per (batch, head): [B*heads, P, d].
-        let split = |t: Mat<E, D, T>| t.reshape_like(&(n, b * heads, d));
-        let q = split(self.q.apply(p, h.retaped::<T>())).permute::<_, Axes3<1, 0, 2>>();
-        let k = split(self.k.apply(p, h.retaped::<T>())).permute::<_, Axes3<1, 2, 0>>();
-        let v = split(self.v.apply(p, h)).permute::<_, Axes3<1, 0, 2>>();
-        let scores =
-            (q.matmul(k) * super::ops::cst::<E>(1.0 / (d as f64).sqrt())).softmax::<Axis<2>>();
+        let h = self.norm.apply(p, x.retaped::<T>(), positions);
+        // [B*P, C] -> [B, P, heads, d] -> per (batch, head): [B, heads, P, d].
+        let split = |t: Mat<E, D, T>| t.reshape_like(&(b, n, heads, d));
+        let q = split(self.q.apply(p, h.retaped::<T>())).permute::<_, Axes4<0, 2, 1, 3>>();
+        let k = split(self.k.apply(p, h.retaped::<T>())).permute::<_, Axes4<0, 2, 3, 1>>();
+        let v = split(self.v.apply(p, h)).permute::<_, Axes4<0, 2, 1, 3>>();
+        let scale = super::ops::cst::<E>(1.0 / (d as f64).sqrt());
+        let scores = (q.matmul(k) * scale).softmax::<Axis<3>>();
         let o = scores
             .matmul(v)
-            .permute::<_, Axes3<1, 0, 2>>()
-            .reshape_like(&(n * b, c));
-        self.out.apply(p, o).reshape_like(&(n, b, c)) + x
+            .permute::<_, Axes4<0, 2, 1, 3>>()
+            .reshape_like(&(rows, c));
+        self.out.apply(p, o) + x
     }
 }

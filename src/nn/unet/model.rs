@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::blocks::{Attention, Builder, Conv, Init, Linear, Norm, Res, Slot};
 use super::ops::{
-    cst, from_act_layout, level_grids, silu, timestep_embedding, to_act_layout, Act, Flat,
-    LevelGrid,
+    cst, from_act_layout, level_grids, silu, timestep_embedding, to_act_layout, Flat, LevelGrid,
+    Mat,
 };
 use crate::science::rng::stream;
 
@@ -231,7 +231,7 @@ fn init_values(slots: &[Slot], seed: u64) -> Vec<Vec<f64>> {
 }
 
 /// The index grids built so far, by field size.
-type GridCache<D> = Mutex<HashMap<(usize, usize), Arc<Vec<LevelGrid<D>>>>>;
+type GridCache<D> = Mutex<HashMap<(usize, usize, usize), Arc<Vec<LevelGrid<D>>>>>;
 
 /// The UNet on device `D` in float type `E`.
 pub struct Unet<E: Dtype, D: Device<E>> {
@@ -349,8 +349,8 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         )
     }
 
-    /// The index grids for fields of `h x w` (built once per size).
-    pub fn grids(&self, h: usize, w: usize) -> Result<Arc<Vec<LevelGrid<D>>>> {
+    /// The index grids for batches of `b` fields of `h x w` (built once per size).
+    pub fn grids(&self, b: usize, h: usize, w: usize) -> Result<Arc<Vec<LevelGrid<D>>>> {
         let m = self.arch.size_multiple();
         if !h.is_multiple_of(m) || !w.is_multiple_of(m) || h == 0 || w == 0 {
             bail!(
@@ -360,10 +360,11 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         }
         let mut cache = self.grids.lock().expect("grid cache lock");
         Ok(cache
-            .entry((h, w))
+            .entry((b, h, w))
             .or_insert_with(|| {
                 Arc::new(level_grids::<E, D>(
                     &self.dev,
+                    b,
                     h,
                     w,
                     self.arch.channels.len(),
@@ -381,14 +382,14 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         )
     }
 
-    /// v̂(x, t) for `x` `[H*W, B, C]` (taped or not), time input from [`Unet::time_input`], grids from
-    /// [`Unet::grids`] for the field size; returns `[H*W, B, C]`.
+    /// v̂(x, t) for `x` `[B*H*W, C]` (taped or not), time input from [`Unet::time_input`], grids from
+    /// [`Unet::grids`] for the batch and field size; returns `[B*H*W, C]`.
     pub fn forward<T: Tape<E, D>>(
         &self,
-        x: Act<E, D, T>,
+        x: Mat<E, D, T>,
         time: Tensor<(usize, usize), E, D>,
         grids: &[LevelGrid<D>],
-    ) -> Act<E, D, T> {
+    ) -> Mat<E, D, T> {
         self.forward_with(&self.params, x, time, grids)
     }
 
@@ -396,10 +397,10 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
     pub fn forward_with<T: Tape<E, D>>(
         &self,
         p: &[Flat<E, D>],
-        x: Act<E, D, T>,
+        x: Mat<E, D, T>,
         time: Tensor<(usize, usize), E, D>,
         grids: &[LevelGrid<D>],
-    ) -> Act<E, D, T> {
+    ) -> Mat<E, D, T> {
         let n = &self.net;
         // The time MLP's ops ride on their own tape, merged into the output's at the end, so each
         // res-block can take an (untaped-history) copy of the same activated embedding.
@@ -413,7 +414,7 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         let mut skips = vec![h.retaped::<T>()];
         for (l, level) in n.down.iter().enumerate() {
             for r in &level.res {
-                h = r.apply(p, h, t(), &grids[l].same);
+                h = r.apply(p, h, t(), grids[l].p, &grids[l].same);
                 skips.push(h.retaped::<T>());
             }
             if let Some(d) = &level.down {
@@ -422,14 +423,21 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
             }
         }
         let last = grids.len() - 1;
-        h = n.mid1.apply(p, h, t(), &grids[last].same);
-        h = n.attn.apply(p, h);
-        h = n.mid2.apply(p, h, t(), &grids[last].same);
+        let pl = grids[last].p;
+        h = n.mid1.apply(p, h, t(), pl, &grids[last].same);
+        h = n.attn.apply(p, h, pl);
+        h = n.mid2.apply(p, h, t(), pl, &grids[last].same);
         for (u, level) in n.up.iter().enumerate() {
             let l = last - u;
             for r in &level.res {
                 let skip = skips.pop().expect("one skip per up res-block");
-                h = r.apply(p, (h, skip).concat_along(Axis::<2>), t(), &grids[l].same);
+                h = r.apply(
+                    p,
+                    (h, skip).concat_along(Axis::<1>),
+                    t(),
+                    grids[l].p,
+                    &grids[l].same,
+                );
             }
             if let Some(c) = &level.up {
                 let g = &grids[l - 1];
@@ -437,14 +445,14 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
                 h = c.apply(p, h, &g.same);
             }
         }
-        let h = silu(n.norm_out.apply(p, h));
+        let h = silu(n.norm_out.apply(p, h, grids[0].p));
         let out = n.conv_out.apply(p, h, &grids[0].same);
         let (out, tape) = out.split_tape();
         out.put_tape(tape.merge(temb_tape))
     }
 
-    /// v̂ for host fields `x` `[n, c, h, w]` (n from its length) at timestep `t`, in batches of `batch`, written to `out`
-    /// (same layout). No tape.
+    /// v̂ for host fields `x` `[n, c, h, w]` (n from its length) at timestep `t`, in batches of `batch`,
+    /// written to `out` (same layout). No tape.
     pub fn predict_v(
         &self,
         x: &[f32],
@@ -459,7 +467,7 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         let n = x.len() / len;
         assert_eq!(x.len(), n * len, "x must be [n, c, h, w]");
         assert_eq!(out.len(), n * len, "out must be [n, c, h, w]");
-        let grids = self.grids(h, w)?;
+        self.grids(1, h, w)?;
         for (xs, os) in x
             .chunks(batch.max(1) * len)
             .zip(out.chunks_mut(batch.max(1) * len))
@@ -469,7 +477,8 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
                 .into_iter()
                 .map(|v| cst::<E>(v as f64))
                 .collect();
-            let xt = self.dev.tensor_from_vec(host, (h * w, b, c));
+            let xt = self.dev.tensor_from_vec(host, (b * h * w, c));
+            let grids = self.grids(b, h, w)?;
             let y = self
                 .forward(xt, self.time_input(&vec![t; b]), &grids)
                 .as_vec();

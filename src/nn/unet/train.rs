@@ -61,7 +61,7 @@ pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64) -> f64 {
     peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// One batch of the DDPM objective on the host: noised inputs and v-targets `[H*W, B, C]`, timesteps.
+/// One batch of the DDPM objective on the host: noised inputs and v-targets `[B*H*W, C]`, timesteps.
 pub struct DdpmBatch {
     /// x_t = sqrt(ā) x0 + sqrt(1 - ā) ε.
     pub x: Vec<f32>,
@@ -110,13 +110,13 @@ fn batch_loss<E: Dtype, D: Device<E>>(
     w: usize,
 ) -> Result<(f64, Gradients<E, D>)> {
     let dev = model.device();
-    let grids = model.grids(h, w)?;
+    let grids = model.grids(batch.t.len(), h, w)?;
     let c = model.arch.in_channels;
     let b = batch.t.len();
     let up = |v: &[f32]| {
         dev.tensor_from_vec(
             v.iter().map(|&x| cst::<E>(x as f64)).collect(),
-            (h * w, b, c),
+            (b * h * w, c),
         )
     };
     let x = up(&batch.x).leaky_traced();
@@ -135,13 +135,13 @@ fn eval_loss<E: Dtype, D: Device<E>>(
     w: usize,
 ) -> Result<f64> {
     let dev = model.device();
-    let grids = model.grids(h, w)?;
+    let grids = model.grids(batch.t.len(), h, w)?;
     let c = model.arch.in_channels;
     let b = batch.t.len();
     let up = |v: &[f32]| {
         dev.tensor_from_vec(
             v.iter().map(|&x| cst::<E>(x as f64)).collect(),
-            (h * w, b, c),
+            (b * h * w, c),
         )
     };
     let pred = model.forward(up(&batch.x), model.time_input(&batch.t), &grids);
@@ -276,7 +276,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
         );
     }
     let model = Unet::<E, D>::init(arch, dev, cfg.seed)?;
-    model.grids(h, w)?;
+    model.grids(1, h, w)?;
     let n_val = if n >= 2 {
         ((n as f64 * cfg.validation).round() as usize).min(n - 1)
     } else {
