@@ -435,3 +435,39 @@ fn training_is_bit_identical_for_a_seed_and_the_checkpoint_round_trips() {
         .expect("not a UNet");
     assert!(format!("{err:#}").contains("arch"), "{err:#}");
 }
+
+#[test]
+fn a_checkpoint_of_the_wrong_dtype_is_a_clear_error_not_a_panic() {
+    let dev = Cpu::default();
+    let model = Unet::<f32, Cpu>::init(tiny_arch(), &dev, 0).expect("valid arch");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("score.safetensors");
+    // Every tensor as F64 (what dfdx's own loader would panic on), with a valid UNet architecture.
+    let bytes: Vec<Vec<u8>> = model
+        .values()
+        .iter()
+        .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<_> = model
+        .slots
+        .iter()
+        .zip(&bytes)
+        .map(|(s, b)| {
+            let view = ::safetensors::tensor::TensorView::new(
+                ::safetensors::Dtype::F64,
+                s.shape.clone(),
+                b,
+            );
+            (s.name.clone(), view.expect("consistent view"))
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([(
+        "arch".to_string(),
+        serde_json::to_string(&model.arch).expect("json"),
+    )]);
+    ::safetensors::serialize_to_file(views, &Some(meta), &path).expect("written");
+    let err = Unet::<f32, Cpu>::load(&path, &dev)
+        .err()
+        .expect("F64 refused");
+    assert!(format!("{err:#}").contains("expected F32"), "{err:#}");
+}
