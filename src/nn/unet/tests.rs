@@ -471,3 +471,30 @@ fn a_checkpoint_of_the_wrong_dtype_is_a_clear_error_not_a_panic() {
         .expect("F64 refused");
     assert!(format!("{err:#}").contains("expected F32"), "{err:#}");
 }
+
+#[test]
+fn a_diverging_training_fails_with_the_step_and_the_loss() {
+    let data = tiny_gray_scott(4);
+    let cfg = UnetTrainConfig {
+        lr: 1e30,
+        warmup: 0.0,
+        grad_clip: None,
+        ..tiny_config(4)
+    };
+    let err = train_unet::<f32, Cpu>(
+        &data,
+        32,
+        32,
+        tiny_arch(),
+        &cfg,
+        &Cpu::default(),
+        &mut |_, _| {},
+    )
+    .err()
+    .expect("diverges");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("diverged: loss") && msg.contains("at step 1"),
+        "{msg}"
+    );
+}
