@@ -74,8 +74,22 @@ pub fn params() -> Vec<ParamSpec> {
 pub fn check(p: &Params) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if p.str("model") == "unet" {
-        if let Err(e) = unet_arch(p, 2).validate() {
-            out.push(("unet_channels", format!("{e:#}")));
+        let c = p.floats("unet_channels");
+        if c.is_empty() || c.iter().any(|&x| x < 1.0 || x.fract() != 0.0) {
+            out.push((
+                "unet_channels",
+                "must be a non-empty list of positive integers".to_string(),
+            ));
+        } else if let Err(e) = unet_arch(p, 2).validate() {
+            let msg = format!("{e:#}");
+            out.push((
+                if msg.contains("heads") {
+                    "heads"
+                } else {
+                    "unet_channels"
+                },
+                msg,
+            ));
         }
     }
     let d = p.floats("dilations");
