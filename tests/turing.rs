@@ -141,6 +141,85 @@ fn tiny_turing_pipeline_produces_every_output_and_reruns_bit_identically() {
     }
 }
 
+/// The paper's score model, tiny: a 2-level UNet trained a few DDPM steps on 48x48 waves, then the
+/// training-free flow and the alignment protocol on it (random-weights baseline included), twice.
+#[test]
+fn tiny_unet_score_drives_the_flow_and_alignment_bit_identically() {
+    let p = Project::new();
+    let f = p.copy_shipped("turing_spirals.toml");
+    let unet = [
+        "--set",
+        "stages.score.model=unet",
+        "--set",
+        "stages.score.unet_channels=[8, 16]",
+        "--set",
+        "stages.score.res_blocks=1",
+        "--set",
+        "stages.score.heads=2",
+        "--set",
+        "stages.score.iterations=8",
+        "--set",
+        "stages.score.batch=4",
+        "--set",
+        "stages.alignment.patterns=2",
+    ];
+    p.run(&args(&["run", &f, "alignment"], &unet)).assert_ok();
+    let score = show(&p, &f, "score", &unet);
+    let sidecar: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(score.join("score.json")).expect("score.json"),
+    )
+    .expect("json");
+    assert_eq!(sidecar["model"], "unet");
+    // 12 fields minus flat ones, 10 % held out for validation.
+    assert!(sidecar["validation_fields"].as_u64().expect("count") >= 1);
+    let m = metrics(&score);
+    assert_eq!(m["iterations"], 8);
+    assert!(m["validation_loss"]
+        .as_f64()
+        .expect("validated")
+        .is_finite());
+    assert_spread(&m["denoise_rmse"], "denoise_rmse");
+    let loaded =
+        eqflow::nn::ImageScore::load(&score.join("score.safetensors"), "cpu").expect("loads");
+    assert_eq!(loaded.kind(), "unet");
+    assert!((loaded.sigma() - 0.2350).abs() < 1e-4, "timestep 10");
+
+    let al = show(&p, &f, "alignment", &unet);
+    let am = metrics(&al);
+    for key in ["alignment/flow", "alignment/score_with_random_weights"] {
+        assert_spread(&am[key], key);
+        assert_eq!(am[key]["n"], 2, "{key}");
+    }
+
+    let again = p
+        .cmd(&args(&["run", &f, "alignment", "--cache", "cache2"], &unet))
+        .output()
+        .expect("spawn");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let mut extra = unet.to_vec();
+    extra.extend(["--cache", "cache2"]);
+    let score2 = show(&p, &f, "score", &extra);
+    let al2 = show(&p, &f, "alignment", &extra);
+    for (a, b) in [
+        (
+            score.join("score.safetensors"),
+            score2.join("score.safetensors"),
+        ),
+        (al.join("alignment.json"), al2.join("alignment.json")),
+    ] {
+        assert_eq!(
+            std::fs::read(&a).expect("a"),
+            std::fs::read(&b).expect("b"),
+            "{}",
+            a.display()
+        );
+    }
+}
+
 fn png_size(bytes: &[u8]) -> (u32, u32) {
     let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     (be(16), be(20))
@@ -167,10 +246,19 @@ fn config_errors_name_the_key_and_suggest() {
     let r = p.run(&["plan", &f, "--set", "stages.data.preset=spiral"]);
     assert!(!r.ok());
     assert!(r.stderr.contains("spirals"), "{}", r.stderr);
-    let r = p.run(&["plan", &f, "--set", "stages.score.model=unet"]);
+    // The UNet's channels must split into its 8 GroupNorm groups.
+    let r = p.run(&[
+        "plan",
+        &f,
+        "--set",
+        "stages.score.model=unet",
+        "--set",
+        "stages.score.unet_channels=[12, 24]",
+    ]);
     assert!(!r.ok());
     assert!(
-        r.stderr.contains("not available in this build yet"),
+        r.stderr.contains("unet_channels")
+            && r.stderr.contains("not divisible by the 8 GroupNorm groups"),
         "{}",
         r.stderr
     );

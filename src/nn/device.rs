@@ -135,6 +135,14 @@ pub fn probe_cuda() -> Result<()> {
     Ok(())
 }
 
+/// GPU 0 as a dfdx device, after [`probe_cuda`], with an error that names the cause instead of aborting.
+#[cfg(feature = "cuda")]
+pub fn open_cuda(seed: u64) -> Result<dfdx::tensor::Cuda> {
+    probe_cuda()?;
+    dfdx::tensor::Cuda::try_build(0, seed)
+        .map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {}", cuda_error(&e)))
+}
+
 /// A driver error as its code (`CUDA_ERROR_NO_DEVICE`). Never `{:?}` of cudarc 0.9's `DriverError`: its
 /// `Debug` unwraps `cuGetErrorString` and panics when the driver has no string for the code (a link stub,
 /// or a code newer than the driver), turning a clean "no GPU" into an abort.

@@ -9,3 +9,10 @@ pub mod conv;
 // --- the compute device of the dfdx work, and the CPU-vs-GPU check ---
 pub mod device;
 pub mod device_check;
+
+// --- the paper's UNet (dfdx, any device) ---
+pub mod unet;
+
+// --- the image score, whichever model trained it ---
+pub mod image_score;
+pub use image_score::{ImageScore, UnetOn};

@@ -28,7 +28,10 @@ pub fn training_free_icons(ctx: &mut StageContext<'_>, data: &ImageData) -> anyh
             data.channels
         );
     }
-    super::image_common::load_local_score(ctx.input("score")?)?;
+    super::image_common::load_image_score(
+        ctx.input("score")?,
+        crate::nn::device::ComputeDevice::Cpu,
+    )?;
     let k = kernel_for(p, ctx.seed(), data.channels);
     let what = match p.str("kernel") {
         "spatial" => format!(

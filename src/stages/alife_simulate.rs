@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use rand::Rng as _;
 
-use super::image_common::{load_kernel, load_local_score, ImageData};
+use super::image_common::{load_image_score_for, load_kernel, ImageData};
 use super::StageContext;
 use crate::io::{read_tensors, write_tensors, Tensor};
 use crate::render::{contact_sheet, rgb_canvas, FieldRange};
@@ -31,14 +31,14 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         .context("icons metadata has no `icons_per_canvas`")?
         .parse()
         .context("icons metadata `icons_per_canvas`")?;
-    let model = load_local_score(ctx.input("score")?)?;
+    let model = load_image_score_for(ctx.input("score")?, ctx.device, data.h, data.w)?;
     let k = load_kernel(ctx.input("flow")?)?;
-    if k.c_in != data.channels || model.arch.channels != data.channels {
+    if k.c_in != data.channels || model.channels() != data.channels {
         bail!(
             "the flow's kernel has {} channels and the score {}, but the creatures have {}: were they made from \
              another dataset?",
             k.c_in,
-            model.arch.channels,
+            model.channels(),
             data.channels
         );
     }

@@ -20,12 +20,13 @@ use anyhow::Context;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
-use super::image_common::{load_kernel, load_local_score, ImageData};
+use super::image_common::{load_image_score_for, load_kernel, ImageData};
 use super::image_dynamics::{flow_cosines, true_rates};
 use super::{spread, InputArtifact, StageContext, StageKind};
 use crate::config::ParamSpec;
 use crate::io::write_json;
-use crate::nn::conv::{ImageFlow, ImageFlowArch, LocalScore};
+use crate::nn::conv::{ImageFlow, ImageFlowArch};
+use crate::nn::ImageScore;
 use crate::render::{Cell, Table};
 use crate::science::gray_scott::GrayScottParams;
 use crate::science::sde::{heun_sde_drift, FieldShape, FrameEma, FrameKind, SdeConfig};
@@ -149,7 +150,7 @@ impl StageKind for EvaluateAlignment {
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         let p = ctx.params;
         let data = ImageData::open(ctx.input("data")?)?;
-        let model = load_local_score(ctx.input("score")?)?;
+        let model = load_image_score_for(ctx.input("score")?, ctx.device, data.h, data.w)?;
         let (h, w, len) = (data.h, data.w, data.item_len());
         let patterns = data.test_patterns(p.usize("patterns"))?;
         let np = patterns.len() / len;
@@ -675,7 +676,7 @@ fn run_protocol(
     h: usize,
     w: usize,
     flows: &[FlowSpec],
-    models: &[LocalScore],
+    models: &[ImageScore],
     nets: &[ImageFlow],
     cfg: &Protocol,
     on_steps: &mut dyn FnMut(u64),

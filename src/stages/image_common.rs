@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 
 use super::InputArtifact;
 use crate::io::{read_tensors, TensorFile};
-use crate::nn::conv::LocalScore;
+use crate::nn::device::ComputeDevice;
+use crate::nn::ImageScore;
 use crate::render::{turing_image, FieldRange, RgbImage, TuringColors};
 use crate::science::gray_scott::{preset, GrayScottParams};
 use crate::science::skew_kernel::ConvKernel;
@@ -136,8 +137,12 @@ pub fn abar(timestep: usize) -> f32 {
         .product::<f64>() as f32
 }
 
-/// Loads the score checkpoint of a `train_score` (images) stage.
-pub fn load_local_score(input: &InputArtifact) -> anyhow::Result<LocalScore> {
+/// Loads the score checkpoint of a `train_score` (images) stage (the local model or the UNet, which goes
+/// onto the pipeline's `device`).
+pub fn load_image_score(
+    input: &InputArtifact,
+    device: ComputeDevice,
+) -> anyhow::Result<ImageScore> {
     if input.kind != "train_score" {
         bail!(
             "input `{}` is a `{}` stage; expected a `train_score` stage",
@@ -145,12 +150,26 @@ pub fn load_local_score(input: &InputArtifact) -> anyhow::Result<LocalScore> {
             input.kind
         );
     }
-    LocalScore::load(&input.dir.join("score.safetensors")).with_context(|| {
+    ImageScore::load(&input.dir.join("score.safetensors"), device).with_context(|| {
         format!(
             "input `{}` holds no image score model (was it trained on points?)",
             input.stage
         )
     })
+}
+
+/// [`load_image_score`] for fields of `h x w`, checking that they fit the model.
+pub fn load_image_score_for(
+    input: &InputArtifact,
+    device: ComputeDevice,
+    h: usize,
+    w: usize,
+) -> anyhow::Result<ImageScore> {
+    let model = load_image_score(input, device)?;
+    model
+        .check_size(h, w)
+        .with_context(|| format!("score of input `{}`", input.stage))?;
+    Ok(model)
 }
 
 /// Loads the kernel of a `training_free` (images) stage.

@@ -12,7 +12,7 @@
 
 use anyhow::Context;
 
-use super::image_common::{load_local_score, paper_image_px, ImageData};
+use super::image_common::{load_image_score_for, paper_image_px, ImageData};
 use super::{spread, StageContext};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
@@ -106,7 +106,7 @@ struct CurvePoint {
 pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let p = ctx.params;
     let data = ImageData::open(ctx.input("data")?)?;
-    let score_model = load_local_score(ctx.input("score")?)?;
+    let score_model = load_image_score_for(ctx.input("score")?, ctx.device, data.h, data.w)?;
     let (h, w) = (data.h, data.w);
     let train = data.train()?;
     let sigma = score_model.sigma();

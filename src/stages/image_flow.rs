@@ -6,7 +6,7 @@
 //! kernel, draws it as the paper's Fig. 8 grid of K[o,i] slices, and draws the Δx/Δt map: v(x) at a held-out
 //! pattern beside the true Gray-Scott (du/dt, dv/dt), with their cosine as a metric.
 
-use super::image_common::{load_local_score, paper_image_px, ImageData};
+use super::image_common::{load_image_score_for, paper_image_px, ImageData};
 use super::{spread, StageContext};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
@@ -89,7 +89,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     if data.channels != 2 {
         return super::alife_common::training_free_icons(ctx, &data);
     }
-    let model = load_local_score(ctx.input("score")?)?;
+    let model = load_image_score_for(ctx.input("score")?, ctx.device, data.h, data.w)?;
     let k = kernel_of(p, ctx.seed());
     let what = match p.str("kernel") {
         "spatial" => format!(

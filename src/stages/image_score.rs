@@ -4,8 +4,10 @@
 //!
 //! `model = "local"` is the CPU model of spec §7b ([`crate::nn::conv::LocalScore`]: circular dilated 3x3
 //! convolutions, ε-prediction, random periodic crops with the square's symmetries). Batches are sampled
-//! straight from the memory-mapped dataset, so nothing is copied whatever its size. `model = "unet"` (the
-//! paper's UNet) is declared but not in this build yet: it fails at config-check time with a clear error.
+//! straight from the memory-mapped dataset, so nothing is copied whatever its size. `model = "unet"` is the
+//! paper's UNet ([`crate::nn::unet`]) trained as a DDPM with v-prediction on whole fields, on the
+//! pipeline's device (GPU work at paper scale; slow but correct on the CPU), with a 10 % validation split.
+//! Both write `score.safetensors`, which [`crate::nn::ImageScore`] loads for every downstream stage.
 //! A non-finite loss fails the stage (nothing is cached).
 
 use anyhow::Context;
@@ -16,6 +18,9 @@ use super::{spread, StageContext};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
 use crate::nn::conv::{train_local_score, LocalScoreConfig};
+use crate::nn::device::ComputeDevice;
+use crate::nn::unet::{train_unet, Unet, UnetArch, UnetTrainConfig, UnetTrainLog};
+use crate::nn::ImageScore;
 use crate::render::{Figure, ImageGrid};
 use crate::science::rng::stream;
 
@@ -29,6 +34,10 @@ pub const IMAGE_ONLY: &[&str] = &[
     "timestep",
     "warmup",
     "grad_clip",
+    "unet_channels",
+    "res_blocks",
+    "heads",
+    "validation",
 ];
 
 /// The image parameters of `train_score`.
@@ -38,16 +47,24 @@ pub fn params() -> Vec<ParamSpec> {
             "model",
             &["local", "unet"],
             "local",
-            "(images) score network: `local` (CPU: dilated circular convolutions) or `unet` (the paper's; not in this build yet)",
+            "(images) score network: `local` (CPU: dilated circular convolutions, one noise level) or `unet` (the paper's DDPM UNet, v-prediction; GPU scale)",
         ),
         ParamSpec::int("iterations", 500, "(images) optimiser steps").positive(),
-        ParamSpec::int("crop", 48, "(images) side of the random periodic crops trained on (0: whole fields)").min(0.0),
-        ParamSpec::int("width", 32, "(images) hidden channels of the local model").positive(),
+        ParamSpec::int("crop", 48, "(images, local) side of the random periodic crops trained on (0: whole fields; the UNet always trains on whole fields)").min(0.0),
+        ParamSpec::int("width", 32, "(images, local) hidden channels of the local model").positive(),
         ParamSpec::floats(
             "dilations",
             &[1.0, 2.0, 4.0, 4.0, 2.0, 1.0],
-            "(images) dilation of each 3x3 convolution, input to output (receptive field 1 + 2 Σ d)",
+            "(images, local) dilation of each 3x3 convolution, input to output (receptive field 1 + 2 Σ d)",
         ),
+        ParamSpec::floats(
+            "unet_channels",
+            &[16.0, 32.0, 64.0],
+            "(images, unet) channels per resolution level (paper: 16, 32, 64; field sides must be multiples of 2^(levels-1))",
+        ),
+        ParamSpec::int("res_blocks", 2, "(images, unet) res-blocks per level down (one more up; paper 2)").positive(),
+        ParamSpec::int("heads", 8, "(images, unet) attention heads in the middle block (paper 8; GroupNorm has 8 groups)").positive(),
+        ParamSpec::float("validation", 0.1, "(images, unet) share of the fields held out for the validation loss").probability(),
         ParamSpec::int("timestep", 10, "(images) DDPM timestep of the noise level (10: ā 0.94478, σ 0.235)").min(0.0).max(99.0),
         ParamSpec::float("warmup", 0.1, "(images) share of the steps warming the learning rate up (then cosine decay)").probability(),
         ParamSpec::float("grad_clip", 1.0, "(images) clip the gradient norm to this (0: no clipping)").min(0.0),
@@ -58,11 +75,23 @@ pub fn params() -> Vec<ParamSpec> {
 pub fn check(p: &Params) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if p.str("model") == "unet" {
-        out.push((
-            "model",
-            "the paper's UNet is not available in this build yet; use `model = \"local\"` (the CPU score model)"
-                .to_string(),
-        ));
+        let c = p.floats("unet_channels");
+        if c.is_empty() || c.iter().any(|&x| x < 1.0 || x.fract() != 0.0) {
+            out.push((
+                "unet_channels",
+                "must be a non-empty list of positive integers".to_string(),
+            ));
+        } else if let Err(e) = unet_arch(p, 2).validate() {
+            let msg = format!("{e:#}");
+            out.push((
+                if msg.contains("heads") {
+                    "heads"
+                } else {
+                    "unet_channels"
+                },
+                msg,
+            ));
+        }
     }
     let d = p.floats("dilations");
     if d.is_empty() || d.iter().any(|&x| x < 1.0 || x.fract() != 0.0) {
@@ -74,10 +103,111 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The UNet architecture the parameters ask for, for `channels` image channels.
+fn unet_arch(p: &Params, channels: usize) -> UnetArch {
+    UnetArch {
+        channels: p
+            .floats("unet_channels")
+            .iter()
+            .map(|&c| c as usize)
+            .collect(),
+        res_blocks: p.usize("res_blocks"),
+        heads: p.usize("heads"),
+        timestep: p.usize("timestep"),
+        ..UnetArch::paper(channels)
+    }
+}
+
 /// Trains the image score model.
 pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
-    let p = ctx.params;
     let data = ImageData::open(ctx.input("data")?)?;
+    let losses = if ctx.params.str("model") == "unet" {
+        run_unet(ctx, &data)?
+    } else {
+        run_local(ctx, &data)?
+    };
+    let model = ImageScore::load(&ctx.output("score.safetensors"), ctx.device)?;
+    check_and_draw(ctx, &data, &model, &losses)
+}
+
+/// `model = "unet"`: DDPM training of the paper's UNet on the pipeline's device.
+fn run_unet(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec<f64>> {
+    let p = ctx.params;
+    let (h, w) = (data.h, data.w);
+    let train = data.train()?;
+    let n = train.len() / data.item_len();
+    let arch = unet_arch(p, data.channels);
+    let positive = |key: &str, default: f64| {
+        if p.float(key) > 0.0 {
+            p.float(key)
+        } else {
+            default
+        }
+    };
+    let cfg = UnetTrainConfig {
+        iterations: p.usize("iterations"),
+        batch: positive("batch", 16.0) as usize,
+        lr: positive("lr", 1e-3),
+        weight_decay: 0.01,
+        warmup: p.float("warmup"),
+        grad_clip: (p.float("grad_clip") > 0.0).then(|| p.float("grad_clip")),
+        validation: p.float("validation"),
+        seed: ctx.seed(),
+    };
+    let per_epoch = (n - (n as f64 * cfg.validation).round() as usize)
+        .max(1)
+        .div_ceil(cfg.batch);
+    ctx.log(format!(
+        "training the UNet (channels {:?}, {} res-blocks, {} heads) on {} on {n} {h}x{w} `{}` fields: \
+         {} steps of batch {} (≈ {:.1} epochs), lr {}, v-prediction over {} DDPM steps",
+        arch.channels, arch.res_blocks, arch.heads, ctx.device.name(), data.preset, cfg.iterations, cfg.batch,
+        cfg.iterations as f64 / per_epoch as f64, cfg.lr, crate::nn::unet::model::DDPM_STEPS
+    ));
+    let bar = ctx.progress(cfg.iterations as u64, "steps");
+    let mut on_step = |_: usize, loss: f64| {
+        bar.inc(1);
+        bar.message(format!("loss {loss:.4}"));
+    };
+    let path = ctx.output("score.safetensors");
+    let (params, log) = match ctx.device {
+        #[cfg(feature = "cuda")]
+        ComputeDevice::Cuda => {
+            let dev = crate::nn::device::open_cuda(cfg.seed)?;
+            let (model, log) = train_unet::<f32, _>(train, h, w, arch, &cfg, &dev, &mut on_step)
+                .with_context(|| format!("{}: UNet training failed", ctx.label))?;
+            model.save(&path)?;
+            (model.param_count(), log)
+        }
+        #[cfg(not(feature = "cuda"))]
+        ComputeDevice::Cuda => {
+            anyhow::bail!("this eqflow was built without CUDA support (docs/gpu.md)")
+        }
+        ComputeDevice::Cpu => {
+            let dev = dfdx::prelude::Cpu::default();
+            let (model, log): (Unet<f32, _>, UnetTrainLog) =
+                train_unet(train, h, w, arch, &cfg, &dev, &mut on_step)
+                    .with_context(|| format!("{}: UNet training failed", ctx.label))?;
+            model.save(&path)?;
+            (model.param_count(), log)
+        }
+    };
+    bar.finish();
+    write_json(
+        &ctx.output("score.json"),
+        &serde_json::json!({ "model": "unet", "preset": data.preset, "train": cfg, "parameters": params,
+                             "device": ctx.device.name(), "validation": log.validation,
+                             "train_fields": log.train_fields, "validation_fields": log.validation_fields }),
+    )?;
+    if let Some(&(_, v)) = log.validation.last() {
+        ctx.metric("validation_loss", v);
+    }
+    ctx.metric("epochs", cfg.iterations as f64 / per_epoch as f64);
+    Ok(log.losses)
+}
+
+/// `model = "local"`: the CPU score at one noise level (spec §7b).
+fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec<f64>> {
+    let p = ctx.params;
     let train = data.train()?;
     let (h, w) = (data.h, data.w);
     let n = train.len() / data.item_len();
@@ -119,13 +249,24 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         &serde_json::json!({ "model": "local", "preset": data.preset, "train": cfg,
                              "parameters": model.params.len(), "receptive_field": model.arch.receptive_field() }),
     )?;
+    Ok(losses)
+}
+
+/// Metrics, the held-out denoising check and the training figure, for either model.
+fn check_and_draw(
+    ctx: &mut StageContext<'_>,
+    data: &ImageData,
+    model: &ImageScore,
+    losses: &[f64],
+) -> anyhow::Result<()> {
+    let (h, w) = (data.h, data.w);
     write_json(&ctx.output("losses.json"), &losses)?;
     let k = (losses.len() / 10).max(1);
     ctx.metric("loss_first", spread(&losses[..k]));
     ctx.metric("loss_last", spread(&losses[losses.len() - k..]));
     ctx.metric("loss_final", *losses.last().expect("at least one step"));
     ctx.metric("iterations", losses.len());
-    ctx.metric("parameters", model.params.len());
+    ctx.metric("parameters", model.param_count());
 
     // Denoising check on held-out patterns: noise them at the model's level and denoise (Tweedie).
     let test = data.test_patterns(4)?;
@@ -156,8 +297,9 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         .collect();
     ctx.metric("denoise_rmse", spread(&errs));
     ctx.log(format!(
-        "final loss {:.4}; held-out denoising RMSE {:.4} (noise σ {sig:.3})",
+        "final loss {:.4} ({} model); held-out denoising RMSE {:.4} (noise σ {sig:.3})",
         losses.last().expect("steps > 0"),
+        model.kind(),
         errs.iter().sum::<f64>() / m as f64
     ));
     let mut cells = Vec::new();
@@ -179,7 +321,13 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     );
     Figure::row(vec![
         grid.panel(),
-        loss_panel("score loss (DSM, ε-MSE)", &losses),
+        loss_panel(
+            match model.kind() {
+                "unet" => "score loss (DDPM, v-MSE)",
+                _ => "score loss (DSM, ε-MSE)",
+            },
+            losses,
+        ),
     ])
     .panel_size(820, 560)
     .title(format!("train_score on {}", data.preset))

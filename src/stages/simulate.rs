@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand_distr::{Distribution, StandardNormal};
 
-use super::image_common::{load_kernel, load_local_score, paper_image_px, ImageData};
+use super::image_common::{load_image_score_for, load_kernel, paper_image_px, ImageData};
 use super::{spread, StageContext, StageKind};
 use crate::config::{ParamSpec, Params};
 use crate::io::{write_tensors, Tensor};
@@ -114,7 +114,7 @@ impl StageKind for Simulate {
         }
         let p = ctx.params;
         let data = ImageData::open(ctx.input("data")?)?;
-        let model = load_local_score(ctx.input("score")?)?;
+        let model = load_image_score_for(ctx.input("score")?, ctx.device, data.h, data.w)?;
         let k = load_kernel(ctx.input("flow")?)?;
         let (h, w, len) = (data.h, data.w, data.item_len());
         let x0 = data.test_patterns(p.usize("patterns"))?.to_vec();

@@ -30,13 +30,14 @@ impl StageKind for TrainScore {
         "train_score"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
         "Points (a `dataset` input): trains the DDPM score MLP of spec §3 ([x, 2t-1] -> 64 -> 64 -> d, ReLU, \
          residual, 100-step cosine schedule); s(x, t) = -eps_hat / sqrt(1 - abar_t). Images (a `gray_scott` \
-         input): trains a fully convolutional score at the one noise level the flow uses (DDPM timestep 10, \
-         σ 0.235) by denoising score matching; s = -eps_hat / σ."
+         input): `model = \"local\"` trains a fully convolutional score at the one noise level the flow uses \
+         (DDPM timestep 10, σ 0.235) by denoising score matching; `model = \"unet\"` trains the paper's UNet \
+         as a 100-step DDPM with v-prediction and reads it at that timestep; s = -eps_hat / σ."
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = vec![
@@ -74,7 +75,7 @@ impl StageKind for TrainScore {
             (
                 "score.safetensors",
                 "points: the score MLP (F64, PyTorch layout; see nn::points); images: the local score model \
-                 (F32 conv weights, architecture in the metadata)",
+                 or the UNet (F32 weights, architecture in the metadata)",
             ),
             (
                 "score.json",

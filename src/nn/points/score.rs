@@ -383,13 +383,7 @@ pub fn train_score_on(
         ComputeDevice::Cpu => train_score_with(&Cpu::seed_from_u64(cfg.seed), data, cfg, on_epoch),
         #[cfg(feature = "cuda")]
         ComputeDevice::Cuda => {
-            crate::nn::device::probe_cuda()?;
-            let dev = Cuda::try_build(0, cfg.seed).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot open CUDA device 0: {}",
-                    crate::nn::device::cuda_error(&e)
-                )
-            })?;
+            let dev = crate::nn::device::open_cuda(cfg.seed)?;
             train_score_with(&dev, data, cfg, on_epoch)
         }
         #[cfg(not(feature = "cuda"))]
