@@ -11,8 +11,9 @@
 #              score MLP gradient, UNet when built in) and benchmarks (matmul, flow train step, UNet train
 #              step at 128x128 batch 64 and SDE steps when built in) -> device-check.json;
 #   points     a short two_moons run with device = cuda (the score MLP trains on the GPU);
-#   turing     a short `--profile paper` run of turing_spirals (reduced sizes via --set; with the local
-#              score model if this build has no UNet yet).
+#   turing     a short `--profile paper` run of turing_spirals (reduced sizes via --set): the UNet trains
+#              and scores on the GPU (a build whose paper profile does not validate falls back to the
+#              local score model, and says so).
 # Output: $OUT (the device tool's output folder) if set, else the first argument, else ./gpu-check-out:
 # summary.json, summary.txt, device-check.json, results-*.json and one log per step.
 set -uo pipefail

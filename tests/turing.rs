@@ -179,8 +179,11 @@ fn tiny_unet_score_drives_the_flow_and_alignment_bit_identically() {
         .expect("validated")
         .is_finite());
     assert_spread(&m["denoise_rmse"], "denoise_rmse");
-    let loaded =
-        eqflow::nn::ImageScore::load(&score.join("score.safetensors"), "cpu").expect("loads");
+    let loaded = eqflow::nn::ImageScore::load(
+        &score.join("score.safetensors"),
+        eqflow::nn::device::ComputeDevice::Cpu,
+    )
+    .expect("loads");
     assert_eq!(loaded.kind(), "unet");
     assert!((loaded.sigma() - 0.2350).abs() < 1e-4, "timestep 10");
 

@@ -15,9 +15,14 @@
 //! Each numerics entry carries `ok`; the top-level `ok` is their conjunction (benchmarks are not judged).
 
 use crate::nn::device;
-use crate::nn::points::check::{bench_flow_step, compare_flow, compare_score, diff};
+use crate::nn::points::check::{
+    bench_flow_step, compare_flow, compare_score, diff, judged, median_seconds,
+};
 use crate::nn::points::Network;
+use crate::nn::unet::{batch_loss, ddpm_batch, DdpmBatch, Trainer, Unet, UnetArch};
+use crate::science::rng::stream;
 use dfdx::prelude::*;
+use rand::Rng;
 use serde_json::{json, Map, Value};
 
 /// What to run.
@@ -199,21 +204,145 @@ fn bench_matmul<D: Device<f32>>(dev: &D, size: usize, reps: usize) -> Value {
     json!({"size": size, "gflops": 2.0 * (size as f64).powi(3) / s / 1e9, "median_s": s})
 }
 
-/// The image score UNet, device vs CPU: forward output and parameter gradient of the training loss
-/// (max abs / rel difference, as the point sections). Fill in once `nn::unet` lands (branch `unet`):
-/// build the UNet on `Cpu` and on `dev` from the same seed/weights, run a forward and a backward on a
-/// seeded batch (e.g. 2 x 2 x 32 x 32) in f64 on the CPU (reference) and in f32/f64 on `dev`, and
-/// return `{"forward": judged(..), "param_grad": judged(..), "ok": ..}` like
-/// [`crate::nn::points::check::compare_flow`]. Until then it reports itself as pending (not a failure).
-fn unet_numerics<D: Device<f32> + Device<f64>>(_dev: &D, _quick: bool) -> Value {
-    json!({"status": "pending: the image score UNet (src/nn/unet) is not in this build"})
+/// The UNet case of the check: its architecture, weights (drawn once in f64 on the CPU, so every
+/// precision and device starts from the same numbers), and one seeded DDPM batch.
+struct UnetCase {
+    arch: UnetArch,
+    values: Vec<Vec<f64>>,
+    batch: DdpmBatch,
+    h: usize,
+    w: usize,
 }
 
-/// UNet training steps/s at 128x128, batch 64 (the paper profile), and SDE steps/s (one score
-/// evaluation + update per step, batch of the simulate stage) on `dev`. Fill in with the UNet as
-/// [`unet_numerics`]; `quick` should shrink to 32x32, batch 4.
-fn unet_bench<D: Device<f32>>(_dev: &D, _quick: bool) -> Value {
-    json!({"status": "pending: the image score UNet (src/nn/unet) is not in this build"})
+fn unet_case(quick: bool) -> anyhow::Result<UnetCase> {
+    let (arch, b, side) = if quick {
+        let mut a = UnetArch::paper(2);
+        a.channels = vec![8, 16];
+        a.res_blocks = 1;
+        a.heads = 2;
+        (a, 2, 8)
+    } else {
+        (UnetArch::paper(2), 2, 32)
+    };
+    let values = Unet::<f64, Cpu>::init(arch.clone(), &Cpu::default(), 0)?.values();
+    let mut rng = stream(0, "device-check/unet");
+    let data: Vec<f32> = (0..b * 2 * side * side)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let ids: Vec<usize> = (0..b).collect();
+    let batch = ddpm_batch(&data, &ids, 2, side * side, &mut rng);
+    Ok(UnetCase {
+        arch,
+        values,
+        batch,
+        h: side,
+        w: side,
+    })
+}
+
+/// Forward output (no tape), training loss and its parameter gradient of the case's UNet in `E` on `dev`.
+type UnetOutputs = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+fn unet_outputs<E: Dtype, D: Device<E>>(dev: &D, c: &UnetCase) -> anyhow::Result<UnetOutputs> {
+    let m = Unet::<E, D>::with_values(c.arch.clone(), &c.values, dev)?;
+    let to_f64 =
+        |v: Vec<E>| -> Vec<f64> { v.into_iter().map(|x| x.to_f64().expect("float")).collect() };
+    let b = c.batch.t.len();
+    let x = dev.tensor_from_vec(
+        c.batch
+            .x
+            .iter()
+            .map(|&v| E::from_f64(v as f64).expect("float"))
+            .collect(),
+        (b * c.h * c.w, c.arch.in_channels),
+    );
+    let grids = m.grids(b, c.h, c.w)?;
+    let forward = to_f64(m.forward(x, m.time_input(&c.batch.t), &grids).as_vec());
+    let (loss, grads) = batch_loss(&m, &c.batch, c.h, c.w)?;
+    let grad: Vec<f64> = m
+        .params
+        .iter()
+        .flat_map(|p| to_f64(grads.get(p).as_vec()))
+        .collect();
+    Ok((forward, vec![loss], grad))
+}
+
+/// The image score UNet, device vs CPU: forward output, DDPM training loss and its parameter gradient in
+/// f32 and f64 on `dev` against the CPU in f64, judged like the point networks (paper UNet at batch 2 of
+/// 32x32 fields; `quick`: a two-level UNet on 8x8).
+fn unet_numerics<D: Device<f32> + Device<f64>>(dev: &D, quick: bool) -> Value {
+    let all = || -> anyhow::Result<Value> {
+        let c = unet_case(quick)?;
+        let cpu = Cpu::default();
+        let reference = unet_outputs::<f64, Cpu>(&cpu, &c)?;
+        let cpu32 = unet_outputs::<f32, Cpu>(&cpu, &c)?;
+        let dev32 = unet_outputs::<f32, D>(dev, &c)?;
+        let dev64 = unet_outputs::<f64, D>(dev, &c)?;
+        let mut section = Map::new();
+        let mut all_ok = true;
+        type Pick = fn(&UnetOutputs) -> &Vec<f64>;
+        let picks: [(&str, Pick); 3] = [
+            ("forward", |o| &o.0),
+            ("loss", |o| &o.1),
+            ("param_grad", |o| &o.2),
+        ];
+        for (name, f) in picks {
+            let r = f(&reference);
+            let (v, ok) = judged(diff(f(&cpu32), r), diff(f(&dev32), r), diff(f(&dev64), r));
+            all_ok &= ok;
+            section.insert(name.into(), v);
+        }
+        section.insert(
+            "case".into(),
+            json!({"channels": c.arch.channels, "batch": c.batch.t.len(), "side": c.h,
+                   "parameters": c.values.iter().map(Vec::len).sum::<usize>(), "loss_f64": reference.1[0]}),
+        );
+        section.insert("ok".into(), json!(all_ok));
+        Ok(Value::Object(section))
+    };
+    all().unwrap_or_else(|e| json!({"error": format!("{e:#}"), "ok": false}))
+}
+
+/// UNet throughput on `dev`: DDPM training steps/s of the paper UNet at 128x128, batch 64 (the paper
+/// profile), and rollout SDE steps/s for a batch of 16 128x128 patterns — each stochastic Heun step costs
+/// two score evaluations (one per drift), so it is timed as two forwards. `quick`: 32x32, batch 4 / 2.
+fn unet_bench<D: Device<f32>>(dev: &D, quick: bool) -> Value {
+    let all = || -> anyhow::Result<Value> {
+        let (side, train_b, sde_b, reps) = if quick {
+            (32, 4, 2, 2)
+        } else {
+            (128, 64, 16, 5)
+        };
+        let arch = UnetArch::paper(2);
+        let model = Unet::<f32, D>::init(arch, dev, 0)?;
+        let mut rng = stream(0, "device-check/unet-bench");
+        let data: Vec<f32> = (0..train_b * 2 * side * side)
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
+        let ids: Vec<usize> = (0..train_b).collect();
+        let batch = ddpm_batch(&data, &ids, 2, side * side, &mut rng);
+        let mut trainer = Trainer::new(model.clone(), 0.01, Some(1.0));
+        let mut step = 0;
+        let train_s = median_seconds(reps, || {
+            trainer
+                .step(&batch, side, side, 1e-3, step)
+                .expect("UNet train step");
+            step += 1;
+        });
+        let x = &data[..sde_b * 2 * side * side];
+        let mut out = vec![0.0f32; x.len()];
+        let forward_s = median_seconds(reps, || {
+            model
+                .predict_eps(x, sde_b, side, side, sde_b, &mut out)
+                .expect("UNet forward");
+        });
+        Ok(json!({
+            "side": side,
+            "train": {"batch": train_b, "median_s": train_s, "steps_per_s": 1.0 / train_s},
+            "sde": {"patterns": sde_b, "forward_median_s": forward_s, "steps_per_s": 1.0 / (2.0 * forward_s)},
+        }))
+    };
+    all().unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
 }
 
 #[cfg(test)]
@@ -241,6 +370,11 @@ mod tests {
         assert!(r > 0.0 && r < 1e-5, "f32 tangent rounding {r}");
         let g = &v["numerics"]["flow_mlp_3d"]["loss_grad"]["cpu_f32"]["max_rel"];
         assert!(g.as_f64().unwrap() < 1e-4, "{g}");
+        let u = &v["numerics"]["unet"];
+        assert_eq!(u["ok"], true, "{u:#}");
+        assert_eq!(u["param_grad"]["device_f64"]["max_abs"], 0.0);
+        let r = u["param_grad"]["cpu_f32"]["max_rel"].as_f64().unwrap();
+        assert!(r > 0.0 && r < 1e-4, "UNet f32 gradient rounding {r}");
         assert!(v.get("bench").is_none());
     }
 }

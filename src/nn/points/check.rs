@@ -127,7 +127,7 @@ fn flow_outputs<E: Real, D: Device<E>>(dev: &D, c: &FlowCase) -> FlowOutputs {
 
 /// The three diffs of one quantity, and whether they are acceptable: device f64 within `1e-9` of the CPU
 /// (relative), device f32 no worse than 20x the CPU's own f32 rounding (floor `1e-5`).
-fn judged(cpu32: Diff, dev32: Diff, dev64: Diff) -> (Value, bool) {
+pub fn judged(cpu32: Diff, dev32: Diff, dev64: Diff) -> (Value, bool) {
     let ok = dev64.max_rel <= 1e-9 && dev32.max_rel <= (20.0 * cpu32.max_rel).max(1e-5);
     (
         json!({"cpu_f32": cpu32, "device_f32": dev32, "device_f64": dev64, "ok": ok}),

@@ -10,7 +10,9 @@ pub mod ops;
 pub mod train;
 
 pub use model::{ddpm_abar, Unet, UnetArch};
-pub use train::{ddpm_batch, train_unet, DdpmBatch, Trainer, UnetTrainConfig, UnetTrainLog};
+pub use train::{
+    batch_loss, ddpm_batch, train_unet, DdpmBatch, Trainer, UnetTrainConfig, UnetTrainLog,
+};
 
 #[cfg(test)]
 mod tests;

@@ -102,8 +102,8 @@ pub fn ddpm_batch(
     }
 }
 
-/// The mean squared v-error of `model` on a batch and its gradients.
-fn batch_loss<E: Dtype, D: Device<E>>(
+/// The mean squared v-error of `model` on a batch and its gradients (also the device check's case).
+pub fn batch_loss<E: Dtype, D: Device<E>>(
     model: &Unet<E, D>,
     batch: &DdpmBatch,
     h: usize,
