@@ -102,6 +102,21 @@ pub fn ddpm_batch(
     }
 }
 
+/// The batch's noised inputs and v-targets as `[B*H*W, C]` tensors on the model's device.
+fn upload<E: Dtype, D: Device<E>>(
+    model: &Unet<E, D>,
+    batch: &DdpmBatch,
+    h: usize,
+    w: usize,
+) -> (Tensor<(usize, usize), E, D>, Tensor<(usize, usize), E, D>) {
+    let shape = (batch.t.len() * h * w, model.arch.in_channels);
+    let up = |v: &[f32]| {
+        let host = v.iter().map(|&x| cst::<E>(x as f64)).collect();
+        model.device().tensor_from_vec(host, shape)
+    };
+    (up(&batch.x), up(&batch.v))
+}
+
 /// The mean squared v-error of `model` on a batch and its gradients (also the device check's case).
 pub fn batch_loss<E: Dtype, D: Device<E>>(
     model: &Unet<E, D>,
@@ -109,19 +124,9 @@ pub fn batch_loss<E: Dtype, D: Device<E>>(
     h: usize,
     w: usize,
 ) -> Result<(f64, Gradients<E, D>)> {
-    let dev = model.device();
     let grids = model.grids(batch.t.len(), h, w)?;
-    let c = model.arch.in_channels;
-    let b = batch.t.len();
-    let up = |v: &[f32]| {
-        dev.tensor_from_vec(
-            v.iter().map(|&x| cst::<E>(x as f64)).collect(),
-            (b * h * w, c),
-        )
-    };
-    let x = up(&batch.x).leaky_traced();
-    let target = up(&batch.v);
-    let pred = model.forward(x, model.time_input(&batch.t), &grids);
+    let (x, target) = upload(model, batch, h, w);
+    let pred = model.forward(x.leaky_traced(), model.time_input(&batch.t), &grids);
     let loss = (pred - target).square().mean::<(), _>();
     let value = loss.as_vec()[0].to_f64().expect("float");
     Ok((value, loss.backward()))
@@ -134,18 +139,10 @@ fn eval_loss<E: Dtype, D: Device<E>>(
     h: usize,
     w: usize,
 ) -> Result<f64> {
-    let dev = model.device();
     let grids = model.grids(batch.t.len(), h, w)?;
-    let c = model.arch.in_channels;
-    let b = batch.t.len();
-    let up = |v: &[f32]| {
-        dev.tensor_from_vec(
-            v.iter().map(|&x| cst::<E>(x as f64)).collect(),
-            (b * h * w, c),
-        )
-    };
-    let pred = model.forward(up(&batch.x), model.time_input(&batch.t), &grids);
-    Ok((pred - up(&batch.v)).square().mean::<(), _>().as_vec()[0]
+    let (x, target) = upload(model, batch, h, w);
+    let pred = model.forward(x, model.time_input(&batch.t), &grids);
+    Ok((pred - target).square().mean::<(), _>().as_vec()[0]
         .to_f64()
         .expect("float"))
 }
