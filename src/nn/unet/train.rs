@@ -15,7 +15,7 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 
 use super::model::{ddpm_abar, Unet, UnetArch, DDPM_STEPS};
-use super::ops::{cst, to_act_layout, Flat};
+use super::ops::{cst, to_act_layout, Flat, Mat};
 use crate::science::rng::stream;
 
 /// Training settings.
@@ -108,7 +108,7 @@ fn upload<E: Dtype, D: Device<E>>(
     batch: &DdpmBatch,
     h: usize,
     w: usize,
-) -> (Tensor<(usize, usize), E, D>, Tensor<(usize, usize), E, D>) {
+) -> (Mat<E, D, NoneTape>, Mat<E, D, NoneTape>) {
     let shape = (batch.t.len() * h * w, model.arch.in_channels);
     let up = |v: &[f32]| {
         let host = v.iter().map(|&x| cst::<E>(x as f64)).collect();
