@@ -29,6 +29,7 @@ pub const IMAGE_ONLY: &[&str] = &[
     "timestep",
     "warmup",
     "grad_clip",
+    "timestep_max",
 ];
 
 /// The image parameters of `train_score`.
@@ -51,6 +52,7 @@ pub fn params() -> Vec<ParamSpec> {
         ParamSpec::int("timestep", 10, "(images) DDPM timestep of the noise level (10: ā 0.94478, σ 0.235)").min(0.0).max(99.0),
         ParamSpec::float("warmup", 0.1, "(images) share of the steps warming the learning rate up (then cosine decay)").probability(),
         ParamSpec::float("grad_clip", 1.0, "(images) clip the gradient norm to this (0: no clipping)").min(0.0),
+        ParamSpec::int("timestep_max", 0, "(images) 0: the score at `timestep` only; above it: a noise-conditional local score (σ as an input channel) trained from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 60, σ 0.92)").min(0.0).max(99.0),
     ]
 }
 
@@ -62,6 +64,13 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
             "model",
             "the paper's UNet is not available in this build yet; use `model = \"local\"` (the CPU score model)"
                 .to_string(),
+        ));
+    }
+    let (t, t_max) = (p.usize("timestep"), p.usize("timestep_max"));
+    if t_max > 0 && t_max <= t {
+        out.push((
+            "timestep_max",
+            format!("must exceed `timestep` ({t}) for a noise-conditional score, or be 0 for one level"),
         ));
     }
     let d = p.floats("dilations");
@@ -101,6 +110,8 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         warmup: p.float("warmup"),
         grad_clip: (p.float("grad_clip") > 0.0).then(|| p.float("grad_clip")),
         seed: ctx.seed(),
+        sigma_max: (p.usize("timestep_max") > p.usize("timestep"))
+            .then(|| (1.0 - abar(p.usize("timestep_max"))).sqrt()),
     };
     ctx.log(format!(
         "training the local score ({} channels, dilations {:?}) on {n} {}x{} `{}` fields: {} steps of batch {}, crop {:?}, σ {:.4}",
