@@ -70,7 +70,24 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
          {steps} steps, η {} dt {}, a frame every {every} steps",
         data.preset, cfg.eta, cfg.dt
     ));
-    let (sig, a) = (model.sigma(), model.signal_scale());
+    let (sig, a) = match p.usize("flow_timestep") {
+        0 => (model.sigma(), model.signal_scale()),
+        t => {
+            let level = (1.0 - super::image_common::abar(t)).sqrt();
+            match model.arch.sigma_max {
+                Some(top) if level >= model.sigma() - 1e-6 && level <= top + 1e-6 => {
+                    (level, model.arch.signal_scale_at(level))
+                }
+                _ => bail!(
+                    "`flow_timestep` {t} (σ {level:.3}) is outside the noise levels the score `{}` was trained on \
+                     (σ {:.3}{}); use 0 (the score's own level) or train it with `timestep_max`",
+                    ctx.input("score")?.stage,
+                    model.sigma(),
+                    model.arch.sigma_max.map(|m| format!(" to {m:.3}")).unwrap_or_default()
+                ),
+            }
+        }
+    };
     let mut ema = FrameEma::new(
         p.float("ema") as f32,
         FrameKind::Denoised {
@@ -111,7 +128,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             &sigmas,
             &|s| arch.signal_scale_at(s),
             &acfg,
-            &mut |x, sigma, out| model.score_at(x, x.len() / len, h, w, sigma, out),
+            &mut |x, sigma, out| model.score_at_with(x, x.len() / len, h, w, sigma, clip, out),
             &mut |step, sigma, x, s| {
                 ema.kind = FrameKind::Denoised {
                     sigma,
@@ -137,7 +154,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         &kernels,
         &ids,
         &cfg,
-        &mut |x, out| model.score_with(x, x.len() / len, h, w, clip, out),
+        &mut |x, out| model.score_at_with(x, x.len() / len, h, w, sig, clip, out),
         &mut |step, x, s| {
             ema.update(x, s);
             if step > 0 {

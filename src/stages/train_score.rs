@@ -35,8 +35,9 @@ impl StageKind for TrainScore {
     fn about(&self) -> &'static str {
         "Points (a `dataset` input): trains the DDPM score MLP of spec §3 ([x, 2t-1] -> 64 -> 64 -> d, ReLU, \
          residual, 100-step cosine schedule); s(x, t) = -eps_hat / sqrt(1 - abar_t). Images (a `gray_scott` \
-         input): trains a fully convolutional score at the one noise level the flow uses (DDPM timestep 10, \
-         σ 0.235) by denoising score matching; s = -eps_hat / σ."
+         or `icons` input): trains a fully convolutional score at the one noise level the flow uses (DDPM \
+         timestep 10, σ 0.235) by denoising score matching; s = -eps_hat / σ; with `timestep_max` a \
+         noise-conditional one (σ as an input channel) over the levels from `timestep` up, for annealed starts."
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = vec![

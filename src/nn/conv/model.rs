@@ -76,7 +76,9 @@ impl LocalScoreArch {
 
     /// The factor on clean data at noise level σ: sqrt(1 - σ²) with VP scaling (ā + σ² = 1), else 1.
     pub fn signal_scale_at(&self, sigma: f32) -> f32 {
-        if self.signal_scale < 1.0 {
+        if sigma == self.sigma {
+            self.signal_scale
+        } else if self.signal_scale < 1.0 {
             (1.0 - sigma * sigma).max(0.0).sqrt()
         } else {
             1.0
@@ -444,14 +446,33 @@ impl LocalScore {
         clip_x0: bool,
         out: &mut [f32],
     ) {
+        self.score_at_with(x, n, h, w, self.arch.sigma, clip_x0, out);
+    }
+
+    /// [`LocalScore::score_with`] at noise level `sigma` (see [`LocalScore::score_at`]). Clipping gives the
+    /// score a restoring force outside the data's range [-1, 1], where the network never saw data.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "batch shape, level and option of one call"
+    )]
+    pub fn score_at_with(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        sigma: f32,
+        clip_x0: bool,
+        out: &mut [f32],
+    ) {
         if !clip_x0 {
-            return self.score(x, n, h, w, out);
+            return self.score_at(x, n, h, w, sigma, out);
         }
-        self.predict_eps(x, n, h, w, out);
-        let (sig, a) = (self.arch.sigma, self.arch.signal_scale);
+        self.predict_eps_at(x, n, h, w, sigma, out);
+        let a = self.arch.signal_scale_at(sigma);
         out.par_iter_mut().zip(x.par_iter()).for_each(|(o, &x)| {
-            let x0 = ((x - sig * *o) / a).clamp(-1.0, 1.0);
-            *o = -(x - a * x0) / (sig * sig);
+            let x0 = ((x - sigma * *o) / a).clamp(-1.0, 1.0);
+            *o = -(x - a * x0) / (sigma * sigma);
         });
     }
 
