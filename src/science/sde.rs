@@ -557,7 +557,10 @@ mod tests {
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         let (want_mean, want_var) = ((a * m) as f64, (a * a * v + 0.235 * 0.235) as f64);
-        assert!((mean - want_mean).abs() < 0.02, "mean {mean} vs {want_mean}");
+        assert!(
+            (mean - want_mean).abs() < 0.02,
+            "mean {mean} vs {want_mean}"
+        );
         assert!(
             (var / want_var - 1.0).abs() < 0.1,
             "variance {var} vs {want_var}"

@@ -27,7 +27,8 @@ use crate::io::{read_tensors, write_tensors, Tensor};
 use crate::render::{contact_sheet, rgb_canvas, FieldRange};
 use crate::science::rng::stream;
 use crate::science::sde::{
-    anneal_levels, annealed_start, heun_sde, AnnealConfig, FieldShape, FrameEma, FrameKind, SdeConfig,
+    anneal_levels, annealed_start, heun_sde, AnnealConfig, FieldShape, FrameEma, FrameKind,
+    SdeConfig,
 };
 
 /// Rolls creatures out of noise.

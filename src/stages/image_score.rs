@@ -70,7 +70,9 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
     if t_max > 0 && t_max <= t {
         out.push((
             "timestep_max",
-            format!("must exceed `timestep` ({t}) for a noise-conditional score, or be 0 for one level"),
+            format!(
+                "must exceed `timestep` ({t}) for a noise-conditional score, or be 0 for one level"
+            ),
         ));
     }
     let d = p.floats("dilations");

@@ -100,7 +100,9 @@ impl LocalScoreArch {
             || self.dilations.contains(&0)
             || self.width == 0
             || self.channels == 0
-            || self.sigma_max.is_some_and(|m| !(m >= self.sigma && m < 1.0))
+            || self
+                .sigma_max
+                .is_some_and(|m| !(m >= self.sigma && m < 1.0))
         {
             bail!("invalid local score architecture {self:?}: need >= 2 positive dilations and positive widths");
         }
@@ -384,7 +386,15 @@ impl LocalScore {
 
     /// [`LocalScore::predict_eps`] at noise level `sigma` (only a noise-conditional model can take another
     /// level than its own; a single-level model panics).
-    pub fn predict_eps_at(&self, x: &[f32], n: usize, h: usize, w: usize, sigma: f32, out: &mut [f32]) {
+    pub fn predict_eps_at(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        sigma: f32,
+        out: &mut [f32],
+    ) {
         let len = self.arch.channels * h * w;
         assert_eq!(x.len(), n * len, "x must be [n, c, h, w]");
         assert_eq!(out.len(), n * len, "out must be [n, c, h, w]");
@@ -824,7 +834,11 @@ mod tests {
         }
         // score = score_at(own level); another level gives another score.
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-        let (mut a, mut b, mut c) = (vec![0.0; xf.len()], vec![0.0; xf.len()], vec![0.0; xf.len()]);
+        let (mut a, mut b, mut c) = (
+            vec![0.0; xf.len()],
+            vec![0.0; xf.len()],
+            vec![0.0; xf.len()],
+        );
         model.score(&xf, 1, h, w, &mut a);
         model.score_at(&xf, 1, h, w, 0.235, &mut b);
         model.score_at(&xf, 1, h, w, 0.6, &mut c);
