@@ -6,7 +6,8 @@
 //! convolutions, ε-prediction, random periodic crops with the square's symmetries). Batches are sampled
 //! straight from the memory-mapped dataset, so nothing is copied whatever its size. `model = "unet"` (the
 //! paper's UNet) is declared but not in this build yet: it fails at config-check time with a clear error.
-//! A non-finite loss fails the stage (nothing is cached).
+//! A non-finite loss fails the stage (nothing is cached). With `timestep_max` the local model is
+//! noise-conditional (σ as an input channel), for the annealed start of creature rollouts.
 
 use anyhow::Context;
 

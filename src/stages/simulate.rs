@@ -37,7 +37,9 @@ impl StageKind for Simulate {
     fn about(&self) -> &'static str {
         "Images: rolls held-out patterns forward with the training-free flow's SDE (stochastic Heun, \
          dx = (K + ηI) ⋆ s dt + sqrt(2η dt) dW, one score pass per drift), from clean or noised patterns; writes \
-         frames, denoised frames and their EMA, Gray-Scott from the same patterns, Figure 3 and a GIF."
+         frames, denoised frames and their EMA, Gray-Scott from the same patterns, Figure 3 and a GIF. \
+         Creatures (an `icons` input): from uniform noise on a larger canvas, optionally after an annealed \
+         start (annealed Langevin + DDIM steps of a noise-conditional score down to the flow's level)."
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
