@@ -189,6 +189,9 @@ pub type LevelObserver<'a> = dyn FnMut(usize, f32, &[f32], &[f32]) + 'a;
 pub struct AnnealConfig {
     /// Langevin steps at every noise level.
     pub langevin_steps: usize,
+    /// Extra Langevin steps at the top level, so that the start (uniform noise, whose mean and variance are
+    /// not those of the data noised at the top level) is forgotten before the levels come down.
+    pub top_steps: usize,
     /// Langevin step size as a share of the level's variance: α = `step_ratio` · σ² (NCSN's setting is
     /// about 0.2).
     pub step_ratio: f32,
@@ -223,7 +226,7 @@ pub fn anneal_levels(sigma_max: f32, sigma: f32, levels: usize) -> Vec<f32> {
 /// x̂0 = (x + σ_k² s)/a_k clamped to [-1, 1] and ε̂ = (x - a_k x̂0)/σ_k, where a = `signal_scale(σ)`
 /// (sqrt(1 - σ²) for a variance-preserving model, 1 otherwise). Score passes: levels x (langevin_steps + 1).
 /// `observe` sees every state with its level and score; steps count from 0 (the start at the top level).
-/// Returns the number of observed steps.
+/// `top_steps` more Langevin steps at the top level come first. Returns the number of observed steps.
 #[expect(
     clippy::too_many_arguments,
     reason = "mirrors heun_sde: state, shape, noise ids, levels, settings and the two closures"
@@ -255,7 +258,8 @@ pub fn annealed_start(
     for (k, &sigma) in sigmas.iter().enumerate() {
         let alpha = cfg.step_ratio * sigma * sigma;
         let amp = (2.0 * alpha).sqrt();
-        for _ in 0..cfg.langevin_steps {
+        let n_steps = cfg.langevin_steps + if k == 0 { cfg.top_steps } else { 0 };
+        for _ in 0..n_steps {
             x.par_chunks_mut(len)
                 .zip(s.par_chunks(len))
                 .zip(rngs.par_iter_mut())
@@ -530,6 +534,7 @@ mod tests {
         let mut seen = Vec::new();
         let cfg = AnnealConfig {
             langevin_steps: 3,
+            top_steps: 2,
             step_ratio: 0.2,
             seed: 5,
         };
@@ -549,7 +554,7 @@ mod tests {
             },
             &mut |step, sig, _, _| seen.push((step, sig)),
         );
-        assert_eq!(steps, 12 * 4);
+        assert_eq!(steps, 12 * 4 + 2);
         assert_eq!(seen.len(), steps);
         assert_eq!(seen.last().unwrap().1, 0.235);
         let a = vp(0.235);

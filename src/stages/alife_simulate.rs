@@ -114,12 +114,14 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         let sigmas = anneal_levels(top, sig, levels);
         let acfg = AnnealConfig {
             langevin_steps: p.usize("burn_in_langevin"),
+            top_steps: p.usize("burn_in_top"),
             step_ratio: p.float("burn_in_step") as f32,
             seed: ctx.seed(),
         };
         ctx.log(format!(
-            "annealed start: {levels} levels σ {top:.3} -> {sig:.3}, {} Langevin steps each (α = {} σ²)",
-            acfg.langevin_steps, acfg.step_ratio
+            "annealed start: {levels} levels σ {top:.3} -> {sig:.3}, {} Langevin steps each (α = {} σ²), {} more \
+             at the top",
+            acfg.langevin_steps, acfg.step_ratio, acfg.top_steps
         ));
         let arch = model.arch.clone();
         annealed_start(

@@ -58,6 +58,7 @@ impl StageKind for Simulate {
             ParamSpec::bool("clip_x0", false, "clip the denoised estimate to [-1, 1] inside the score (the reference does)"),
             ParamSpec::int("burn_in_levels", 0, "(icons) annealed start: noise levels from the score's `timestep_max` down to its flow level, before the flow's SDE (0: none; needs a noise-conditional score)").min(0.0),
             ParamSpec::int("burn_in_langevin", 3, "(icons) Langevin steps (score only, no K) at each burn-in level").min(0.0),
+            ParamSpec::int("burn_in_top", 0, "(icons) extra Langevin steps at the top burn-in level, to forget the uniform start's mean and variance").min(0.0),
             ParamSpec::int("flow_timestep", 0, "(icons) DDPM timestep of the flow's noise level (0: the score's own; other levels need a noise-conditional score trained over them)").min(0.0).max(99.0),
             ParamSpec::float("burn_in_step", 0.2, "(icons) Langevin step size at a burn-in level as a share of its σ²").positive(),
             ParamSpec::seed(),
@@ -111,6 +112,7 @@ impl StageKind for Simulate {
             "burn_in_levels",
             "burn_in_langevin",
             "burn_in_step",
+            "burn_in_top",
             "flow_timestep",
         ] {
             if !icons && explicit.contains(key) {
