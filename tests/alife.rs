@@ -40,6 +40,8 @@ const TINY: &[&str] = &[
     "--set",
     "stages.simulate.burn_in_langevin=1",
     "--set",
+    "stages.simulate.burn_in_top=2",
+    "--set",
     "sweep.seeds=2",
 ];
 
@@ -148,8 +150,8 @@ fn tiny_alife_pipeline_produces_every_output() {
 
     let sim = show(&p, &f, "simulate");
     let m = metrics(&sim);
-    assert_eq!(m["burn_in_frames"].as_u64(), Some(4), "{m}");
-    assert_eq!(m["frames"].as_u64(), Some(12), "{m}");
+    assert_eq!(m["burn_in_frames"].as_u64(), Some(5), "{m}");
+    assert_eq!(m["frames"].as_u64(), Some(13), "{m}");
 
     let r = p.run(&args(&["show", &f, "track"]));
     assert!(r.ok(), "{}", r.stderr);
@@ -164,13 +166,14 @@ fn tiny_alife_pipeline_produces_every_output() {
             Some(64),
             "the rollout canvas is twice the training side"
         );
-        // 4 burn-in frames (annealing steps 0, 2, 4, 6 of 8) then 8 SDE frames (steps 2..16).
+        // 5 burn-in frames (annealing steps 0, 2, .., 8 of 10: 2 + 4 Langevin steps and 3 DDIM steps after the
+        // start) then 8 SDE frames (steps 2..16).
         assert_eq!(
             v["canvases"][0]["detections"]
                 .as_array()
                 .expect("per frame")
                 .len(),
-            12
+            13
         );
         assert_png(&t.join("panel.png"));
         assert!(std::fs::read(t.join("tracks.gif"))
