@@ -36,6 +36,12 @@ const TINY: &[&str] = &[
     "--set",
     "stages.simulate.every=2",
     "--set",
+    "stages.simulate.burn_in_levels=4",
+    "--set",
+    "stages.simulate.burn_in_langevin=1",
+    "--set",
+    "stages.simulate.burn_in_top=2",
+    "--set",
     "sweep.seeds=2",
 ];
 
@@ -142,6 +148,11 @@ fn tiny_alife_pipeline_produces_every_output() {
     assert_eq!((k["c_in"].as_u64(), k["size"].as_u64()), (Some(3), Some(1)));
     assert!(metrics(&flow)["skew_defect"].as_f64().expect("defect") < 1e-6);
 
+    let sim = show(&p, &f, "simulate");
+    let m = metrics(&sim);
+    assert_eq!(m["burn_in_frames"].as_u64(), Some(5), "{m}");
+    assert_eq!(m["frames"].as_u64(), Some(13), "{m}");
+
     let r = p.run(&args(&["show", &f, "track"]));
     assert!(r.ok(), "{}", r.stderr);
     let tracks: Vec<PathBuf> = r.stdout.lines().map(PathBuf::from).collect();
@@ -155,12 +166,14 @@ fn tiny_alife_pipeline_produces_every_output() {
             Some(64),
             "the rollout canvas is twice the training side"
         );
+        // 5 burn-in frames (annealing steps 0, 2, .., 8 of 10: 2 + 4 Langevin steps and 3 DDIM steps after the
+        // start) then 8 SDE frames (steps 2..16).
         assert_eq!(
             v["canvases"][0]["detections"]
                 .as_array()
                 .expect("per frame")
                 .len(),
-            9
+            13
         );
         assert_png(&t.join("panel.png"));
         assert!(std::fs::read(t.join("tracks.gif"))
@@ -187,6 +200,28 @@ fn tiny_alife_pipeline_produces_every_output() {
         "{text}"
     );
     assert_png(&b.join("behaviour.png"));
+}
+
+/// The annealed start needs a noise-conditional score: with a single-level one the rollout fails, saying
+/// which parameter to set, and caches nothing for the rollout.
+#[test]
+fn burn_in_without_a_noise_conditional_score_is_a_clear_error() {
+    let p = Project::new();
+    let f = p.copy_shipped("alife_firefly.toml");
+    let mut a = args(&["run", &f, "simulate"]);
+    a.extend_from_slice(&[
+        "--set",
+        "stages.score.timestep_max=0",
+        "--set",
+        "sweep.seeds=1",
+    ]);
+    let r = p.run(&a);
+    assert!(!r.ok(), "a burn-in on a single-level score must fail");
+    assert!(
+        r.stderr.contains("burn_in_levels") && r.stderr.contains("timestep_max"),
+        "the error names the parameters: {}",
+        r.stderr
+    );
 }
 
 #[test]

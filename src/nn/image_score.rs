@@ -142,6 +142,55 @@ impl ImageScore {
         }
     }
 
+    /// The highest noise level the score knows: a noise-conditional local score's `sigma_max`; `None` for
+    /// a single-level local score and for the UNet, which the stages read at its one timestep (annealed
+    /// starts need the local model's continuous levels).
+    pub fn sigma_max(&self) -> Option<f32> {
+        match self {
+            Self::Local(m) => m.arch.sigma_max,
+            Self::Unet(_) => None,
+        }
+    }
+
+    /// The factor on clean data at noise level `sigma` (sqrt(1 - σ²) under VP scaling).
+    pub fn signal_scale_at(&self, sigma: f32) -> f32 {
+        match self {
+            Self::Local(m) => m.arch.signal_scale_at(sigma),
+            Self::Unet(_) if sigma == self.sigma() => self.signal_scale(),
+            Self::Unet(_) => (1.0 - sigma * sigma).sqrt(),
+        }
+    }
+
+    /// [`ImageScore::score_with`] at noise level `sigma`: any level in [σ, `sigma_max`] for a
+    /// noise-conditional local score, else only the model's own level (panics otherwise; stages check
+    /// [`ImageScore::sigma_max`] first).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "batch shape, level and option of one call"
+    )]
+    pub fn score_at_with(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        sigma: f32,
+        clip_x0: bool,
+        out: &mut [f32],
+    ) {
+        match self {
+            Self::Local(m) => m.score_at_with(x, n, h, w, sigma, clip_x0, out),
+            Self::Unet(_) => {
+                assert!(
+                    sigma == self.sigma(),
+                    "the UNet score is read at σ {} only, not {sigma}",
+                    self.sigma()
+                );
+                self.score_with(x, n, h, w, clip_x0, out)
+            }
+        }
+    }
+
     /// The same architecture with all weights redrawn from `seed` (the paper's random-weights baseline).
     pub fn randomized(&self, seed: u64) -> Self {
         match self {

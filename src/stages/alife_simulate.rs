@@ -3,6 +3,14 @@
 //! `canvas_scale` times the training canvas's side — the score network is fully convolutional and circular,
 //! so it runs on any periodic canvas — for `patterns` canvases at once.
 //!
+//! Annealed start (`burn_in_levels` > 0): a score trained at one small noise level is valid only near the
+//! data blurred at that level, and uniform noise is far from it — the SDE then settles into a texture, not
+//! creatures. So with a noise-conditional score (σ as an input, `train_score.timestep_max`) the uniform
+//! noise is first brought to the data noised at the flow's level by annealed Langevin dynamics
+//! (`science::sde::annealed_start`: score only, K plays no part) from the score's top level down; then the
+//! flow's SDE runs at its fixed level as before. The burn-in's smoothed frames come first in the frame
+//! stream (metadata `burn_in_frames`), so the creature count is seen rising out of noise.
+//!
 //! Only the display frames are kept: the Tweedie-denoised frames smoothed by an EMA, every `every` steps,
 //! which is what creatures are tracked in. The metadata carries what the tracker and the behaviour
 //! evaluation need (frame interval, the training canvas and its creature density), and the creature's
@@ -18,7 +26,10 @@ use super::StageContext;
 use crate::io::{read_tensors, write_tensors, Tensor};
 use crate::render::{contact_sheet, rgb_canvas, FieldRange};
 use crate::science::rng::stream;
-use crate::science::sde::{heun_sde, FieldShape, FrameEma, FrameKind, SdeConfig};
+use crate::science::sde::{
+    anneal_levels, annealed_start, heun_sde, AnnealConfig, FieldShape, FrameEma, FrameKind,
+    SdeConfig,
+};
 
 /// Rolls creatures out of noise.
 pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
@@ -60,7 +71,24 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
          {steps} steps, η {} dt {}, a frame every {every} steps",
         data.preset, cfg.eta, cfg.dt
     ));
-    let (sig, a) = (model.sigma(), model.signal_scale());
+    let (sig, a) = match p.usize("flow_timestep") {
+        0 => (model.sigma(), model.signal_scale()),
+        t => {
+            let level = (1.0 - super::image_common::abar(t)).sqrt();
+            match model.sigma_max() {
+                Some(top) if level >= model.sigma() - 1e-6 && level <= top + 1e-6 => {
+                    (level, model.signal_scale_at(level))
+                }
+                _ => bail!(
+                    "`flow_timestep` {t} (σ {level:.3}) is outside the noise levels the score `{}` was trained on \
+                     (σ {:.3}{}); use 0 (the score's own level) or train it with `timestep_max`",
+                    ctx.input("score")?.stage,
+                    model.sigma(),
+                    model.sigma_max().map(|m| format!(" to {m:.3}")).unwrap_or_default()
+                ),
+            }
+        }
+    };
     let mut ema = FrameEma::new(
         p.float("ema") as f32,
         FrameKind::Denoised {
@@ -73,6 +101,54 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let ids: Vec<u64> = (0..n as u64).collect();
     let mut emas = Vec::new();
     let mut finite = true;
+    let levels = p.usize("burn_in_levels");
+    let mut burn_in_frames = 0;
+    if levels > 0 {
+        let Some(top) = model.sigma_max() else {
+            bail!(
+                "`burn_in_levels` needs a noise-conditional score, but `{}` was trained at one level: set \
+                 `timestep_max` on that `train_score` stage (creatures: 60)",
+                ctx.input("score")?.stage
+            );
+        };
+        let sigmas = anneal_levels(top, sig, levels);
+        let acfg = AnnealConfig {
+            langevin_steps: p.usize("burn_in_langevin"),
+            top_steps: p.usize("burn_in_top"),
+            step_ratio: p.float("burn_in_step") as f32,
+            seed: ctx.seed(),
+        };
+        ctx.log(format!(
+            "annealed start: {levels} levels σ {top:.3} -> {sig:.3}, {} Langevin steps each (α = {} σ²), {} more \
+             at the top",
+            acfg.langevin_steps, acfg.step_ratio, acfg.top_steps
+        ));
+        annealed_start(
+            &mut x,
+            FieldShape { n, c: 3, h, w },
+            &ids,
+            &sigmas,
+            &|s| model.signal_scale_at(s),
+            &acfg,
+            &mut |x, sigma, out| model.score_at_with(x, x.len() / len, h, w, sigma, clip, out),
+            &mut |step, sigma, x, s| {
+                ema.kind = FrameKind::Denoised {
+                    sigma,
+                    signal_scale: model.signal_scale_at(sigma),
+                };
+                ema.update(x, s);
+                if step % every == 0 {
+                    emas.extend_from_slice(&ema.ema);
+                    burn_in_frames += 1;
+                }
+            },
+        );
+        ema.kind = FrameKind::Denoised {
+            sigma: sig,
+            signal_scale: a,
+        };
+        finite &= x.iter().all(|v| v.is_finite());
+    }
     let bar = ctx.progress(steps as u64, "SDE steps");
     heun_sde(
         &mut x,
@@ -80,13 +156,13 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         &kernels,
         &ids,
         &cfg,
-        &mut |x, out| model.score_with(x, x.len() / len, h, w, clip, out),
+        &mut |x, out| model.score_at_with(x, x.len() / len, h, w, sig, clip, out),
         &mut |step, x, s| {
             ema.update(x, s);
             if step > 0 {
                 bar.inc(1);
             }
-            if step % every == 0 || step == steps {
+            if (step % every == 0 && (step > 0 || burn_in_frames == 0)) || step == steps {
                 finite &= x.iter().all(|v| v.is_finite());
                 emas.extend_from_slice(&ema.ema);
             }
@@ -122,6 +198,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         ("preset".to_string(), data.preset.clone()),
         ("every".to_string(), every.to_string()),
         ("steps".to_string(), steps.to_string()),
+        ("burn_in_frames".to_string(), burn_in_frames.to_string()),
         ("dt".to_string(), cfg.dt.to_string()),
         ("train_size".to_string(), data.h.to_string()),
         (
@@ -131,6 +208,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     ]);
     write_tensors(&ctx.output("frames.safetensors"), &tensors, &meta)?;
     ctx.metric("frames", t);
+    ctx.metric("burn_in_frames", burn_in_frames);
     ctx.metric("canvas", h);
     let icon = input.dir.join("icon.png");
     if icon.exists() {

@@ -9,6 +9,8 @@
 //! pipeline's device (GPU work at paper scale; slow but correct on the CPU), with a 10 % validation split.
 //! Both write `score.safetensors`, which [`crate::nn::ImageScore`] loads for every downstream stage.
 //! A non-finite loss fails the stage (nothing is cached).
+//! With `timestep_max` the local model is noise-conditional (σ as an input channel), for the annealed
+//! start of creature rollouts.
 
 use anyhow::Context;
 
@@ -38,6 +40,7 @@ pub const IMAGE_ONLY: &[&str] = &[
     "res_blocks",
     "heads",
     "validation",
+    "timestep_max",
 ];
 
 /// The image parameters of `train_score`.
@@ -68,6 +71,7 @@ pub fn params() -> Vec<ParamSpec> {
         ParamSpec::int("timestep", 10, "(images) DDPM timestep of the noise level (10: ā 0.94478, σ 0.235)").min(0.0).max(99.0),
         ParamSpec::float("warmup", 0.1, "(images) share of the steps warming the learning rate up (then cosine decay)").probability(),
         ParamSpec::float("grad_clip", 1.0, "(images) clip the gradient norm to this (0: no clipping)").min(0.0),
+        ParamSpec::int("timestep_max", 0, "(images) 0: the score at `timestep` only; above it: a noise-conditional local score (σ as an input channel) trained from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 60, σ 0.92)").min(0.0).max(99.0),
     ]
 }
 
@@ -92,6 +96,15 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
                 msg,
             ));
         }
+    }
+    let (t, t_max) = (p.usize("timestep"), p.usize("timestep_max"));
+    if t_max > 0 && t_max <= t {
+        out.push((
+            "timestep_max",
+            format!(
+                "must exceed `timestep` ({t}) for a noise-conditional score, or be 0 for one level"
+            ),
+        ));
     }
     let d = p.floats("dilations");
     if d.is_empty() || d.iter().any(|&x| x < 1.0 || x.fract() != 0.0) {
@@ -231,6 +244,8 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
         warmup: p.float("warmup"),
         grad_clip: (p.float("grad_clip") > 0.0).then(|| p.float("grad_clip")),
         seed: ctx.seed(),
+        sigma_max: (p.usize("timestep_max") > p.usize("timestep"))
+            .then(|| (1.0 - abar(p.usize("timestep_max"))).sqrt()),
     };
     ctx.log(format!(
         "training the local score ({} channels, dilations {:?}) on {n} {}x{} `{}` fields: {} steps of batch {}, crop {:?}, σ {:.4}",

@@ -32,12 +32,14 @@ impl StageKind for Simulate {
         "simulate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "Images: rolls held-out patterns forward with the training-free flow's SDE (stochastic Heun, \
          dx = (K + ηI) ⋆ s dt + sqrt(2η dt) dW, one score pass per drift), from clean or noised patterns; writes \
-         frames, denoised frames and their EMA, Gray-Scott from the same patterns, Figure 3 and a GIF."
+         frames, denoised frames and their EMA, Gray-Scott from the same patterns, Figure 3 and a GIF. \
+         Creatures (an `icons` input): from uniform noise on a larger canvas, optionally after an annealed \
+         start (annealed Langevin + DDIM steps of a noise-conditional score down to the flow's level)."
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
@@ -54,6 +56,11 @@ impl StageKind for Simulate {
             ParamSpec::float("ema", 0.9, "EMA decay of the denoised frames").probability(),
             ParamSpec::int("gs_steps", 50, "Gray-Scott steps shown for comparison over the same rollout (paper: 50)").min(0.0),
             ParamSpec::bool("clip_x0", false, "clip the denoised estimate to [-1, 1] inside the score (the reference does)"),
+            ParamSpec::int("burn_in_levels", 0, "(icons) annealed start: noise levels from the score's `timestep_max` down to its flow level, before the flow's SDE (0: none; needs a noise-conditional score)").min(0.0),
+            ParamSpec::int("burn_in_langevin", 3, "(icons) Langevin steps (score only, no K) at each burn-in level").min(0.0),
+            ParamSpec::int("burn_in_top", 0, "(icons) extra Langevin steps at the top burn-in level, to forget the uniform start's mean and variance").min(0.0),
+            ParamSpec::int("flow_timestep", 0, "(icons) DDPM timestep of the flow's noise level (0: the score's own; other levels need a noise-conditional score trained over them)").min(0.0).max(99.0),
+            ParamSpec::float("burn_in_step", 0.2, "(icons) Langevin step size at a burn-in level as a share of its σ²").positive(),
             ParamSpec::seed(),
         ]
     }
@@ -100,11 +107,20 @@ impl StageKind for Simulate {
                 ),
             ));
         }
-        if !icons && explicit.contains("canvas_scale") {
-            out.push((
-                "canvas_scale",
-                format!("`canvas_scale` only applies to `icons` inputs, but `data` is a `{kind}` stage; remove it"),
-            ));
+        for key in [
+            "canvas_scale",
+            "burn_in_levels",
+            "burn_in_langevin",
+            "burn_in_step",
+            "burn_in_top",
+            "flow_timestep",
+        ] {
+            if !icons && explicit.contains(key) {
+                out.push((
+                    key,
+                    format!("`{key}` only applies to `icons` inputs, but `data` is a `{kind}` stage; remove it"),
+                ));
+            }
         }
         out
     }

@@ -35,9 +35,11 @@ impl StageKind for TrainScore {
     fn about(&self) -> &'static str {
         "Points (a `dataset` input): trains the DDPM score MLP of spec §3 ([x, 2t-1] -> 64 -> 64 -> d, ReLU, \
          residual, 100-step cosine schedule); s(x, t) = -eps_hat / sqrt(1 - abar_t). Images (a `gray_scott` \
-         input): `model = \"local\"` trains a fully convolutional score at the one noise level the flow uses \
-         (DDPM timestep 10, σ 0.235) by denoising score matching; `model = \"unet\"` trains the paper's UNet \
-         as a 100-step DDPM with v-prediction and reads it at that timestep; s = -eps_hat / σ."
+         or `icons` input): `model = \"local\"` trains a fully convolutional score at the one noise level the flow \
+         uses (DDPM timestep 10, σ 0.235) by denoising score matching (with `timestep_max`, noise-conditional: \
+         σ as an input channel over the levels from `timestep` up, for annealed starts); `model = \"unet\"` \
+         trains the paper's UNet as a 100-step DDPM with v-prediction and reads it at that timestep; \
+         s = -eps_hat / σ."
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = vec![

@@ -25,6 +25,7 @@ fn speed() {
         dilations: vec![1, 2, 4, 4, 2, 1],
         sigma: 0.235,
         signal_scale: 0.972,
+        sigma_max: None,
     };
     let m = LocalScore::init(arch, 0);
     for size in [64usize, 128] {

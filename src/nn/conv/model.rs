@@ -39,6 +39,11 @@ pub struct LocalScoreArch {
     pub sigma: f32,
     /// The factor on clean data in the training inputs: sqrt(ā) with VP scaling, else 1.
     pub signal_scale: f32,
+    /// Noise-conditional models only: the largest noise level trained on. The model then takes the noise
+    /// level as one more input channel (a constant map of ln σ) and is valid for σ in [`Self::sigma`,
+    /// `sigma_max`]; `None` is the single-level model (whose checkpoints do not carry the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_max: Option<f32>,
 }
 
 impl LocalScoreArch {
@@ -49,7 +54,11 @@ impl LocalScoreArch {
             .iter()
             .enumerate()
             .map(|(i, &d)| ConvShape {
-                c_in: if i == 0 { self.channels } else { self.width },
+                c_in: if i == 0 {
+                    self.input_channels()
+                } else {
+                    self.width
+                },
                 c_out: if i + 1 == l {
                     self.channels
                 } else {
@@ -58,6 +67,22 @@ impl LocalScoreArch {
                 dilation: d,
             })
             .collect()
+    }
+
+    /// Channels of the network's input: the data's, plus the noise-level map if noise-conditional.
+    pub fn input_channels(&self) -> usize {
+        self.channels + usize::from(self.sigma_max.is_some())
+    }
+
+    /// The factor on clean data at noise level σ: sqrt(1 - σ²) with VP scaling (ā + σ² = 1), else 1.
+    pub fn signal_scale_at(&self, sigma: f32) -> f32 {
+        if sigma == self.sigma {
+            self.signal_scale
+        } else if self.signal_scale < 1.0 {
+            (1.0 - sigma * sigma).max(0.0).sqrt()
+        } else {
+            1.0
+        }
     }
 
     /// The total number of parameters.
@@ -75,6 +100,9 @@ impl LocalScoreArch {
             || self.dilations.contains(&0)
             || self.width == 0
             || self.channels == 0
+            || self
+                .sigma_max
+                .is_some_and(|m| !(m >= self.sigma && m < 1.0))
         {
             bail!("invalid local score architecture {self:?}: need >= 2 positive dilations and positive widths");
         }
@@ -117,6 +145,10 @@ pub struct LocalScoreConfig {
     pub grad_clip: Option<f64>,
     /// Seed of initialisation, batches, augmentation and noise.
     pub seed: u64,
+    /// Train a noise-conditional model over σ in [σ(ā), `sigma_max`] (see [`LocalScoreArch::sigma_max`]):
+    /// half of every batch at the flow's level σ(ā), half at log-uniform levels up to `sigma_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_max: Option<f32>,
 }
 
 impl Default for LocalScoreConfig {
@@ -133,6 +165,7 @@ impl Default for LocalScoreConfig {
             warmup: 0.1,
             grad_clip: Some(1.0),
             seed: 0,
+            sigma_max: None,
         }
     }
 }
@@ -140,6 +173,19 @@ impl Default for LocalScoreConfig {
 #[inline]
 fn sigmoid<T: Real>(a: T) -> T {
     T::from_f64(1.0) / (T::from_f64(1.0) + (-a).exp())
+}
+
+/// The noise-level feature a noise-conditional model sees as its extra input channel.
+fn noise_feature(sigma: f32) -> f32 {
+    sigma.ln()
+}
+
+/// `x` `[c, h, w]` with a constant channel of `value` appended: `[c + 1, h, w]`.
+fn with_constant_channel<T: Real>(x: &[T], hw: usize, value: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(x.len() + hw);
+    out.extend_from_slice(x);
+    out.extend(std::iter::repeat_n(value, hw));
+    out
 }
 
 /// Forward pass of one sample `[c, h, w]`; returns ε̂ and, if `keep`, the residual-stream activations
@@ -332,34 +378,70 @@ impl LocalScore {
         self.arch.signal_scale
     }
 
-    /// The predicted noise ε̂ for a batch `x` of `n` fields `[n, c, h, w]`, written to `out` (same shape).
+    /// The predicted noise ε̂ for a batch `x` of `n` fields `[n, c, h, w]`, written to `out` (same shape),
+    /// at the model's own noise level.
     pub fn predict_eps(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
+        self.predict_eps_at(x, n, h, w, self.arch.sigma, out);
+    }
+
+    /// [`LocalScore::predict_eps`] at noise level `sigma` (only a noise-conditional model can take another
+    /// level than its own; a single-level model panics).
+    pub fn predict_eps_at(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        sigma: f32,
+        out: &mut [f32],
+    ) {
         let len = self.arch.channels * h * w;
         assert_eq!(x.len(), n * len, "x must be [n, c, h, w]");
         assert_eq!(out.len(), n * len, "out must be [n, c, h, w]");
+        let conditional = self.arch.sigma_max.is_some();
+        assert!(
+            conditional || sigma == self.arch.sigma,
+            "a single-level score model has no noise level {sigma} (only {})",
+            self.arch.sigma
+        );
+        let feature = conditional.then(|| noise_feature(sigma));
+        let input = |xi: &[f32]| -> Vec<f32> {
+            match feature {
+                Some(f) => with_constant_channel(xi, h * w, f),
+                None => xi.to_vec(),
+            }
+        };
         let shapes = self.arch.shapes();
         if n >= rayon::current_num_threads() {
             out.par_chunks_mut(len)
                 .zip(x.par_chunks(len))
                 .for_each(|(o, xi)| {
+                    let xi = input(xi);
                     o.copy_from_slice(
-                        &forward_sample(&shapes, &self.params, xi, h, w, false, Parallelism::None)
+                        &forward_sample(&shapes, &self.params, &xi, h, w, false, Parallelism::None)
                             .0,
                     )
                 });
         } else {
             let par = Parallelism::Rayon(0);
             for (o, xi) in out.chunks_mut(len).zip(x.chunks(len)) {
-                o.copy_from_slice(&forward_sample(&shapes, &self.params, xi, h, w, false, par).0);
+                let xi = input(xi);
+                o.copy_from_slice(&forward_sample(&shapes, &self.params, &xi, h, w, false, par).0);
             }
         }
     }
 
+    /// The score s(x, σ) = -ε̂(x, σ)/σ of the density noised at level `sigma` (a noise-conditional model;
+    /// see [`LocalScore::predict_eps_at`]), for a batch `[n, c, h, w]`, written to `out`.
+    pub fn score_at(&self, x: &[f32], n: usize, h: usize, w: usize, sigma: f32, out: &mut [f32]) {
+        self.predict_eps_at(x, n, h, w, sigma, out);
+        let k = -1.0 / sigma;
+        out.iter_mut().for_each(|v| *v *= k);
+    }
+
     /// The score s(x) = -ε̂(x)/σ of the noised density for a batch `[n, c, h, w]`, written to `out`.
     pub fn score(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
-        self.predict_eps(x, n, h, w, out);
-        let k = -1.0 / self.arch.sigma;
-        out.iter_mut().for_each(|v| *v *= k);
+        self.score_at(x, n, h, w, self.arch.sigma, out);
     }
 
     /// The score like [`LocalScore::score`], optionally with the reference's clipping: the denoised
@@ -374,14 +456,33 @@ impl LocalScore {
         clip_x0: bool,
         out: &mut [f32],
     ) {
+        self.score_at_with(x, n, h, w, self.arch.sigma, clip_x0, out);
+    }
+
+    /// [`LocalScore::score_with`] at noise level `sigma` (see [`LocalScore::score_at`]). Clipping gives the
+    /// score a restoring force outside the data's range [-1, 1], where the network never saw data.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "batch shape, level and option of one call"
+    )]
+    pub fn score_at_with(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        sigma: f32,
+        clip_x0: bool,
+        out: &mut [f32],
+    ) {
         if !clip_x0 {
-            return self.score(x, n, h, w, out);
+            return self.score_at(x, n, h, w, sigma, out);
         }
-        self.predict_eps(x, n, h, w, out);
-        let (sig, a) = (self.arch.sigma, self.arch.signal_scale);
+        self.predict_eps_at(x, n, h, w, sigma, out);
+        let a = self.arch.signal_scale_at(sigma);
         out.par_iter_mut().zip(x.par_iter()).for_each(|(o, &x)| {
-            let x0 = ((x - sig * *o) / a).clamp(-1.0, 1.0);
-            *o = -(x - a * x0) / (sig * sig);
+            let x0 = ((x - sigma * *o) / a).clamp(-1.0, 1.0);
+            *o = -(x - a * x0) / (sigma * sigma);
         });
     }
 
@@ -488,6 +589,7 @@ pub fn train_local_score(
         dilations: cfg.dilations.clone(),
         sigma,
         signal_scale: scale,
+        sigma_max: cfg.sigma_max,
     };
     arch.validate()?;
     let shapes = arch.shapes();
@@ -514,11 +616,24 @@ pub fn train_local_score(
                 let eps: Vec<f32> = (0..x0.len())
                     .map(|_| StandardNormal.sample(&mut rng))
                     .collect();
+                // Noise-conditional: half the batch at the flow's level, half log-uniform above it.
+                let level = match cfg.sigma_max {
+                    Some(top) if b % 2 == 1 => {
+                        (sigma.ln() + rng.gen::<f32>() * (top.ln() - sigma.ln())).exp()
+                    }
+                    _ => sigma,
+                };
+                let a = model.arch.signal_scale_at(level);
                 let xt: Vec<f32> = x0
                     .iter()
                     .zip(&eps)
-                    .map(|(&x, &e)| scale * x + sigma * e)
+                    .map(|(&x, &e)| a * x + level * e)
                     .collect();
+                let xt = if cfg.sigma_max.is_some() {
+                    with_constant_channel(&xt, s * s, noise_feature(level))
+                } else {
+                    xt
+                };
                 let mut g = vec![0.0f32; p];
                 let l = sample_loss_grad(&shapes, &model.params, &xt, &eps, s, s, &mut g);
                 (l, g)
@@ -569,6 +684,7 @@ mod tests {
             dilations: vec![1, 2, 3, 1],
             sigma: 0.235,
             signal_scale: 1.0,
+            sigma_max: None,
         };
         let shapes = arch.shapes();
         let model = LocalScore::init(arch, 3);
@@ -612,6 +728,7 @@ mod tests {
             dilations: vec![1, 2, 1],
             sigma: 0.235,
             signal_scale: 0.972,
+            sigma_max: None,
         };
         let m = LocalScore::init(arch, 1);
         let x: Vec<f32> = (0..2 * 8 * 8)
@@ -634,6 +751,7 @@ mod tests {
             dilations: vec![1, 2, 1],
             sigma: 0.235,
             signal_scale: 0.972,
+            sigma_max: None,
         };
         let m = LocalScore::init(arch, 1);
         let dir = tempfile::tempdir().unwrap();
@@ -664,5 +782,90 @@ mod tests {
         let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
         let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
         assert!(last < 0.6 * first, "loss {first} -> {last}");
+    }
+
+    /// A noise-conditional network (one more input channel: the constant map of ln σ): the hand-written
+    /// gradient of the loss at a level σ ≠ the model's matches central differences in f64 on every
+    /// parameter, including the noise channel's weights; and the conditioning changes the output.
+    #[test]
+    fn conditional_network_gradient_matches_finite_differences() {
+        let arch = LocalScoreArch {
+            channels: 2,
+            width: 3,
+            dilations: vec![1, 2, 1],
+            sigma: 0.235,
+            signal_scale: 0.972,
+            sigma_max: Some(0.9),
+        };
+        assert_eq!(arch.input_channels(), 3);
+        assert!((arch.signal_scale_at(0.6) - 0.8).abs() < 1e-6);
+        let shapes = arch.shapes();
+        let model = LocalScore::init(arch, 5);
+        let mut rng = stream(6, "gc");
+        let params: Vec<f64> = model
+            .params
+            .iter()
+            .map(|&v| v as f64 + rng.gen_range(-0.3..0.3))
+            .collect();
+        let (h, w) = (5, 4);
+        let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let xin = with_constant_channel(&x, h * w, noise_feature(0.6) as f64);
+        let mut g = vec![0.0; params.len()];
+        sample_loss_grad(&shapes, &params, &xin, &eps, h, w, &mut g);
+        let loss = |p: &[f64]| {
+            let (y, _) = forward_sample(&shapes, p, &xin, h, w, false, Parallelism::None);
+            y.iter()
+                .zip(&eps)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+        };
+        let e = 1e-6;
+        for j in 0..params.len() {
+            let (mut a, mut b) = (params.clone(), params.clone());
+            a[j] += e;
+            b[j] -= e;
+            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
+            assert!(
+                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "param {j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+        // score = score_at(own level); another level gives another score.
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let (mut a, mut b, mut c) = (
+            vec![0.0; xf.len()],
+            vec![0.0; xf.len()],
+            vec![0.0; xf.len()],
+        );
+        model.score(&xf, 1, h, w, &mut a);
+        model.score_at(&xf, 1, h, w, 0.235, &mut b);
+        model.score_at(&xf, 1, h, w, 0.6, &mut c);
+        assert_eq!(a, b);
+        assert!(a.iter().zip(&c).any(|(p, q)| (p - q).abs() > 1e-3));
+    }
+
+    /// A conditional checkpoint round-trips with its range; a single-level one keeps its old bytes (no
+    /// `sigma_max` key), so existing Turing checkpoints stay bit-identical.
+    #[test]
+    fn conditional_checkpoint_roundtrip_and_single_level_json_unchanged() {
+        let mut arch = LocalScoreArch {
+            channels: 3,
+            width: 4,
+            dilations: vec![1, 2, 1],
+            sigma: 0.235,
+            signal_scale: 0.972,
+            sigma_max: None,
+        };
+        assert!(!serde_json::to_string(&arch).unwrap().contains("sigma_max"));
+        arch.sigma_max = Some(0.92);
+        let m = LocalScore::init(arch, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.safetensors");
+        m.save(&path).unwrap();
+        let back = LocalScore::load(&path).unwrap();
+        assert_eq!(back.arch, m.arch);
+        assert_eq!(back.params, m.params);
     }
 }
