@@ -46,7 +46,7 @@ mod train;
 #[cfg(test)]
 mod tests;
 
-pub use flow::FlowModel;
+pub use flow::{BatchedFlow, FlowModel};
 pub use score::{train_score, ScoreModel, ScoreTrainConfig};
 pub use tape::Real;
 pub use train::{train_dynamics, Divergence, DynamicsTrainConfig};
