@@ -104,7 +104,6 @@ fn rk4_block<B: BatchField + ?Sized>(
     f.eval_block(&s.tmp, &mut s.k3);
     stage(&mut s.tmp, &s.k3, dt);
     f.eval_block(&s.tmp, &mut s.k4);
-    #[expect(clippy::needless_range_loop, reason = "five arrays in lockstep")]
     for i in 0..n {
         out[i] = x[i] + dt / 6.0 * (s.k1[i] + 2.0 * s.k2[i] + 2.0 * s.k3[i] + s.k4[i]);
     }
