@@ -711,8 +711,12 @@ fn lorenz_loss_decomposition() {
     use crate::io::points_file::read_points;
     use std::path::Path;
     let var = |k: &str| std::env::var(k).expect("set EQFLOW_FLOW, EQFLOW_SCORE, EQFLOW_DATA");
-    let flow = FlowModel::load(Path::new(&var("EQFLOW_FLOW"))).expect("flow").0;
-    let score = ScoreModel::load(Path::new(&var("EQFLOW_SCORE"))).expect("score").0;
+    let flow = FlowModel::load(Path::new(&var("EQFLOW_FLOW")))
+        .expect("flow")
+        .0;
+    let score = ScoreModel::load(Path::new(&var("EQFLOW_SCORE")))
+        .expect("score")
+        .0;
     let file = read_points(Path::new(&var("EQFLOW_DATA"))).expect("data");
     let data = PointSet::new(file.n, file.d, file.data);
     let (t, n, d) = (0.2, 4096, data.d);
