@@ -17,8 +17,8 @@ use crate::render::{projections_3d, Figure, Histogram, LinePlot, Series};
 use crate::science::integrators::rk4_trajectory;
 use crate::science::lorenz::LorenzParams;
 use crate::science::lyapunov::{
-    bounded_starts, kaplan_yorke, largest_exponents, spectrum, LargestExponent, SpectrumConfig,
-    TwoTrajectoryConfig,
+    bounded_starts_of, kaplan_yorke, largest_exponents_of, spectrum_of, BatchField,
+    LargestExponent, Pointwise, SpectrumConfig, TwoTrajectoryConfig,
 };
 
 /// The `evaluate_chaos` kind (points).
@@ -74,10 +74,8 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn analyse<F, J>(
-    f: &F,
-    jac: &J,
-    d: usize,
+fn analyse<B: BatchField>(
+    f: &B,
     count: usize,
     steps: usize,
     bound: f64,
@@ -85,18 +83,14 @@ fn analyse<F, J>(
     spec: &SpectrumConfig,
     spec_starts: usize,
     seed: u64,
-) -> Chaos
-where
-    F: Fn(&[f64], &mut [f64]) + Sync,
-    J: Fn(&[f64], &mut [f64]) + Sync,
-{
-    let starts = bounded_starts(f, d, count, steps, two.dt, bound, count * 16, seed);
-    let lambdas = largest_exponents(f, &starts, two, seed);
+) -> Chaos {
+    let starts = bounded_starts_of(f, count, steps, two.dt, bound, count * 16, seed);
+    let lambdas = largest_exponents_of(f, &starts, two, seed);
     use rayon::prelude::*;
     let spectra: Vec<Vec<f64>> = starts
         .par_iter()
         .take(spec_starts)
-        .map(|x0| spectrum(f, jac, x0, spec))
+        .map(|x0| spectrum_of(f, x0, spec))
         .collect();
     Chaos {
         starts: starts.len(),
@@ -189,12 +183,8 @@ impl StageKind for EvaluateChaos {
         let bar = ctx.progress(flows.len() as u64, "models");
         let mut results = Vec::new();
         for (label, flow) in &flows {
-            let f = |x: &[f64], o: &mut [f64]| flow.velocity_one(x, o);
-            let j = |x: &[f64], o: &mut [f64]| flow.jacobian_into(x, o);
             let c = analyse(
-                &f,
-                &j,
-                d,
+                &flow.batched(),
                 count,
                 steps,
                 bound,
@@ -272,8 +262,11 @@ impl StageKind for EvaluateChaos {
         let truth = if reference {
             anyhow::ensure!(d == 3, "reference = \"lorenz\" needs 3-D data, got {d}-D");
             let lz = LorenzParams::default();
-            let f = |x: &[f64], o: &mut [f64]| lz.field_standardized(&data.norm, x, o);
-            let j = |x: &[f64], o: &mut [f64]| lz.jacobian_standardized(&data.norm, x, o);
+            let field = Pointwise {
+                d,
+                f: |x: &[f64], o: &mut [f64]| lz.field_standardized(&data.norm, x, o),
+                jac: |x: &[f64], o: &mut [f64]| lz.jacobian_standardized(&data.norm, x, o),
+            };
             let rt = TwoTrajectoryConfig {
                 dt: p.float("ref_dt"),
                 perturbation: 1e-8,
@@ -286,9 +279,7 @@ impl StageKind for EvaluateChaos {
                 steps: rt.tau * rt.segments,
             };
             let c = analyse(
-                &f,
-                &j,
-                d,
+                &field,
                 count,
                 steps,
                 bound,
@@ -387,16 +378,8 @@ impl StageKind for EvaluateChaos {
                     .find(|f| &f.0 == *c.0)
                     .expect("analysed model is in the list")
                     .1;
-                let starts = bounded_starts(
-                    &|x: &[f64], o: &mut [f64]| flow.velocity_one(x, o),
-                    d,
-                    1,
-                    steps,
-                    two.dt,
-                    bound,
-                    count * 16,
-                    seed,
-                );
+                let starts =
+                    bounded_starts_of(&flow.batched(), 1, steps, two.dt, bound, count * 16, seed);
                 if let Some(x0) = starts.first() {
                     let traj = rk4_trajectory(
                         &|x: &[f64], o: &mut [f64]| flow.velocity_one(x, o),

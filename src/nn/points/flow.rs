@@ -7,6 +7,7 @@
 
 use super::dense::{silu, silu_prime, Dense};
 use super::{Arch, Network, BN_EPS, ENCODING_FREQUENCIES, HIDDEN};
+use crate::science::lyapunov::BatchField;
 use crate::science::points::PointSet;
 use crate::science::rng::stream;
 use anyhow::{bail, Context, Result};
@@ -338,6 +339,194 @@ impl FlowModel {
             },
             meta["extra"].clone(),
         ))
+    }
+}
+
+/// A [`FlowModel`] prepared for evaluation on blocks of points (trajectories of the Lyapunov protocol):
+/// each layer's weights are transposed to `[in, out]`, so a layer is, per point, a sum over inputs of the
+/// input times a contiguous weight row, vectorised over the outputs. Every output still accumulates its
+/// products in input order, then adds the bias, exactly as [`FlowModel::velocity_one`] does, so the
+/// values are bit-identical to it (no reassociation; Rust never fuses multiply-adds).
+pub struct BatchedFlow<'a> {
+    model: &'a FlowModel,
+    /// Per layer, `w_t[i * out + o] = w[o * inp + i]`.
+    w_t: Vec<Vec<f64>>,
+}
+
+impl FlowModel {
+    /// This model as a [`BatchField`] for the Lyapunov code.
+    pub fn batched(&self) -> BatchedFlow<'_> {
+        let w_t = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mut t = vec![0.0; l.inp * l.out];
+                for o in 0..l.out {
+                    for i in 0..l.inp {
+                        t[i * l.out + o] = l.w[o * l.inp + i];
+                    }
+                }
+                t
+            })
+            .collect();
+        BatchedFlow { model: self, w_t }
+    }
+}
+
+impl BatchedFlow<'_> {
+    /// The forward pass over the row-major points `x`; inlined into a baseline and an AVX2 build.
+    #[inline(always)]
+    fn forward_block(&self, x: &[f64], out: &mut [f64]) {
+        let m = self.model;
+        let d = m.d;
+        let n = x.len() / d;
+        let mut a = match m.network {
+            Network::Kernel => {
+                let w = 9 * d;
+                let mut e = vec![0.0; n * w];
+                for (p, ep) in x.chunks_exact(d).zip(e.chunks_exact_mut(w)) {
+                    ep[..d].copy_from_slice(p);
+                    for (i, f) in ENCODING_FREQUENCIES.iter().enumerate() {
+                        for c in 0..d {
+                            ep[(1 + 2 * i) * d + c] = (f * p[c]).sin();
+                            ep[(2 + 2 * i) * d + c] = (f * p[c]).cos();
+                        }
+                    }
+                }
+                e
+            }
+            Network::Mlp => x.to_vec(),
+        };
+        let last = m.layers.len() - 1;
+        for (li, (l, w_t)) in m.layers.iter().zip(&self.w_t).enumerate() {
+            let mut h = vec![0.0; n * l.out];
+            match l.out {
+                HIDDEN => dense_rows::<HIDDEN>(w_t, &l.b, l.inp, &a, &mut h),
+                2 => dense_rows::<2>(w_t, &l.b, l.inp, &a, &mut h),
+                3 => dense_rows::<3>(w_t, &l.b, l.inp, &a, &mut h),
+                _ => dense_rows_any(w_t, &l.b, l.inp, l.out, &a, &mut h),
+            }
+            if li < last {
+                h.iter_mut().for_each(|v| *v = silu(*v));
+            }
+            a = h;
+        }
+        for (o, h) in out.chunks_exact_mut(d).zip(a.chunks_exact(d)) {
+            for c in 0..d {
+                o[c] = (h[c] - m.running_mean[c]) / (m.running_var[c] + BN_EPS).sqrt();
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn forward_block_avx2(&self, x: &[f64], out: &mut [f64]) {
+        self.forward_block(x, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn forward_block_avx512(&self, x: &[f64], out: &mut [f64]) {
+        self.forward_block(x, out)
+    }
+}
+
+/// `h[p] = b + sum_i a[p][i] w_t[i]` for every point `p`, `OUT` outputs, each product added in input
+/// order (the order of [`Dense::apply`], so the bits are the same). Two points and 16 outputs at a time:
+/// four independent accumulator chains that stay in registers, each weight load used twice.
+#[inline(always)]
+fn dense_rows<const OUT: usize>(w_t: &[f64], b: &[f64], inp: usize, a: &[f64], h: &mut [f64]) {
+    const W: usize = 16;
+    let b: &[f64; OUT] = b.try_into().expect("bias has OUT entries");
+    if !OUT.is_multiple_of(W) {
+        for (ap, hp) in a.chunks_exact(inp).zip(h.chunks_exact_mut(OUT)) {
+            let mut acc = [-0.0f64; OUT];
+            for (ai, row) in ap.iter().zip(w_t.chunks_exact(OUT)) {
+                for o in 0..OUT {
+                    acc[o] += row[o] * ai;
+                }
+            }
+            for o in 0..OUT {
+                hp[o] = b[o] + acc[o];
+            }
+        }
+        return;
+    }
+    let mut a_pairs = a.chunks_exact(2 * inp);
+    let mut h_pairs = h.chunks_exact_mut(2 * OUT);
+    for (ap, hp) in (&mut a_pairs).zip(&mut h_pairs) {
+        let (a0, a1) = ap.split_at(inp);
+        for c in (0..OUT).step_by(W) {
+            let mut acc0 = [-0.0f64; W];
+            let mut acc1 = [-0.0f64; W];
+            for i in 0..inp {
+                let w: &[f64; W] = w_t[i * OUT + c..i * OUT + c + W]
+                    .try_into()
+                    .expect("W weights");
+                let (x0, x1) = (a0[i], a1[i]);
+                for l in 0..W {
+                    acc0[l] += w[l] * x0;
+                    acc1[l] += w[l] * x1;
+                }
+            }
+            for l in 0..W {
+                hp[c + l] = b[c + l] + acc0[l];
+                hp[OUT + c + l] = b[c + l] + acc1[l];
+            }
+        }
+    }
+    let (ar, hr) = (a_pairs.remainder(), h_pairs.into_remainder());
+    if !ar.is_empty() {
+        for c in (0..OUT).step_by(W) {
+            let mut acc = [-0.0f64; W];
+            for i in 0..inp {
+                for l in 0..W {
+                    acc[l] += w_t[i * OUT + c + l] * ar[i];
+                }
+            }
+            for l in 0..W {
+                hr[c + l] = b[c + l] + acc[l];
+            }
+        }
+    }
+}
+
+/// [`dense_rows`] for a width known only at run time.
+fn dense_rows_any(w_t: &[f64], b: &[f64], inp: usize, out: usize, a: &[f64], h: &mut [f64]) {
+    for (ap, hp) in a.chunks_exact(inp).zip(h.chunks_exact_mut(out)) {
+        hp.fill(-0.0);
+        for (ai, row) in ap.iter().zip(w_t.chunks_exact(out)) {
+            for (hv, wv) in hp.iter_mut().zip(row) {
+                *hv += wv * ai;
+            }
+        }
+        for (hv, bv) in hp.iter_mut().zip(b) {
+            *hv += bv; // bv + hv: addition commutes bit for bit
+        }
+    }
+}
+
+impl BatchField for BatchedFlow<'_> {
+    fn dim(&self) -> usize {
+        self.model.d
+    }
+    fn eval_block(&self, x: &[f64], out: &mut [f64]) {
+        // The same arithmetic in wider registers where the CPU has them (no FMA: it would change bits).
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above).
+                return unsafe { self.forward_block_avx512(x, out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                return unsafe { self.forward_block_avx2(x, out) };
+            }
+        }
+        self.forward_block(x, out)
+    }
+    fn jacobian(&self, x: &[f64], out: &mut [f64]) {
+        self.model.jacobian_into(x, out)
     }
 }
 

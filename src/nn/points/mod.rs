@@ -48,7 +48,7 @@ pub mod check;
 #[cfg(test)]
 mod tests;
 
-pub use flow::FlowModel;
+pub use flow::{BatchedFlow, FlowModel};
 pub use score::{train_score, train_score_on, ScoreModel, ScoreTrainConfig};
 pub use tape::Real;
 pub use train::{train_dynamics, train_dynamics_on, Divergence, DynamicsTrainConfig};

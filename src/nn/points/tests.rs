@@ -540,6 +540,225 @@ fn fast_pass_is_thread_count_independent() {
     }
 }
 
+/// The block evaluation for the Lyapunov code gives the bits of the per-point evaluation, and so does
+/// the whole two-trajectory protocol built on it (blocks, thread split).
+#[test]
+fn batched_flow_is_bit_identical_to_per_point() {
+    use crate::science::lyapunov::{
+        bounded_starts, bounded_starts_of, largest_exponents, largest_exponents_of, BatchField,
+        TwoTrajectoryConfig,
+    };
+    for net in NETS {
+        let d = 3;
+        let calib = PointSet::new(64, d, randn(64 * d, 7));
+        let model = FlowModel::random(net, d, 5, Some(&calib));
+        let x = randn(37 * d, 8);
+        let mut block = vec![0.0; x.len()];
+        model.batched().eval_block(&x, &mut block);
+        for (p, b) in x.chunks(d).zip(block.chunks(d)) {
+            let mut one = [0.0; 3];
+            model.velocity_one(p, &mut one);
+            assert_eq!(
+                one.map(f64::to_bits).to_vec(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{net:?}"
+            );
+        }
+    }
+    let calib = PointSet::new(64, 3, randn(64 * 3, 7));
+    let model = FlowModel::random(Network::Kernel, 3, 5, Some(&calib));
+    let one = |x: &[f64], o: &mut [f64]| model.velocity_one(x, o);
+    let cfg = TwoTrajectoryConfig {
+        dt: 0.1,
+        perturbation: 1e-5,
+        tau: 30,
+        segments: 2,
+    };
+    // 20 starts: one full block of 16 and a partial one
+    let starts = bounded_starts(&one, 3, 20, 40, 0.1, 4.0, 400, 3);
+    assert_eq!(starts.len(), 20);
+    let pool = |t: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .expect("pool")
+    };
+    for threads in [1, 2] {
+        let (s2, l2) = pool(threads).install(|| {
+            let s = bounded_starts_of(&model.batched(), 20, 40, 0.1, 4.0, 400, 3);
+            let l = largest_exponents_of(&model.batched(), &s, &cfg, 9);
+            (s, l)
+        });
+        assert_eq!(s2, starts);
+        assert_eq!(l2, largest_exponents(&one, &starts, &cfg, 9));
+    }
+}
+
+/// Wall time of the full Lyapunov protocol of `evaluate_chaos` for one Lorenz model (spec §5: 64 bounded
+/// trajectories of 5,000 RK4 steps of 0.1, the two-trajectory exponent over tau 2,500, the QR spectrum
+/// from 4 starts x 2,000 steps), per-point evaluation against block evaluation, checking they agree bit
+/// for bit. The reference implementation takes about 11 s on this machine.
+/// `RAYON_NUM_THREADS=2 cargo test --release --lib lyapunov_protocol_timing -- --ignored --nocapture`;
+/// `EQFLOW_FLOW=path/flow.safetensors` times a trained model instead of an untrained one.
+#[test]
+#[ignore]
+fn lyapunov_protocol_timing() {
+    use crate::science::lyapunov::{
+        bounded_starts_of, largest_exponents_of, spectrum_of, BatchField, Pointwise,
+        SpectrumConfig, TwoTrajectoryConfig,
+    };
+    use crate::science::points::{lorenz, standardize, LorenzDataParams};
+    use rayon::prelude::*;
+    use std::time::Instant;
+    let model = match std::env::var("EQFLOW_FLOW") {
+        Ok(p) => {
+            FlowModel::load(std::path::Path::new(&p))
+                .expect("load flow")
+                .0
+        }
+        Err(_) => {
+            let mut lz = lorenz(&LorenzDataParams::default(), 0);
+            standardize(&mut lz);
+            FlowModel::random(Network::Kernel, 3, 0, Some(&lz.head(4096)))
+        }
+    };
+    let two = TwoTrajectoryConfig::default();
+    let spec = SpectrumConfig {
+        dt: 0.1,
+        transient: 0,
+        steps: 2000,
+    };
+    // process CPU seconds (user + system), to see through a machine shared with other jobs
+    fn cpu() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    }
+    type Out = (Vec<Vec<f64>>, Vec<f64>, Vec<Vec<f64>>);
+    fn protocol<B: BatchField>(f: &B, two: &TwoTrajectoryConfig, spec: &SpectrumConfig) -> Out {
+        let (t, c) = (Instant::now(), cpu());
+        let starts = bounded_starts_of(f, 64, 5000, 0.1, 4.0, 64 * 16, 0);
+        let (t1, c1) = (Instant::now(), cpu());
+        let l = largest_exponents_of(f, &starts, two, 0);
+        let (t2, c2) = (Instant::now(), cpu());
+        let sp = starts
+            .par_iter()
+            .take(4)
+            .map(|x0| spectrum_of(f, x0, spec))
+            .collect();
+        eprintln!(
+            "  wall / cpu s: starts {:.2} / {:.2}, two-trajectory {:.2} / {:.2}, spectrum {:.2} / {:.2}",
+            (t1 - t).as_secs_f64(),
+            c1 - c,
+            (t2 - t1).as_secs_f64(),
+            c2 - c1,
+            t2.elapsed().as_secs_f64(),
+            cpu() - c2
+        );
+        (starts, l.iter().map(|e| e.per_time).collect(), sp)
+    }
+    let per_point = Pointwise {
+        d: 3,
+        f: |x: &[f64], o: &mut [f64]| model.velocity_one(x, o),
+        jac: |x: &[f64], o: &mut [f64]| model.jacobian_into(x, o),
+    };
+    let t = Instant::now();
+    let a = if std::env::var("EQFLOW_SKIP_POINT").is_ok() {
+        protocol(&model.batched(), &two, &spec)
+    } else {
+        protocol(&per_point, &two, &spec)
+    };
+    let t_point = t.elapsed().as_secs_f64();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let b = protocol(&model.batched(), &two, &spec);
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(a, b, "block evaluation changed the results");
+    }
+    times.sort_by(f64::total_cmp);
+    let med = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    eprintln!(
+        "lyapunov protocol, one model, {} threads: {} bounded starts, median lambda_1 {:.4}; per-point {t_point:.2} s, \
+         blocks {:.2} s (min {:.2} s of 3); reference ~11 s: {:.1}x",
+        rayon::current_num_threads(),
+        a.0.len(),
+        med(&a.1),
+        times[1],
+        times[0],
+        11.0 / times[1]
+    );
+}
+
+/// What the Lorenz flow's training loss is made of, on noised data at t = 0.2 (evaluation-mode
+/// batch-norm): the exact residual mean (div v + v·s)^2 and the variance that k Hutchinson probes add to
+/// it, 2 |J_sym|_F^2 / k (so the probe count is also a penalty on the symmetric part of J), and the mean
+/// divergence. `EQFLOW_FLOW=.. EQFLOW_SCORE=.. EQFLOW_DATA=data.npy cargo test --release --lib
+/// lorenz_loss_decomposition -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn lorenz_loss_decomposition() {
+    use crate::io::points_file::read_points;
+    use std::path::Path;
+    let var = |k: &str| std::env::var(k).expect("set EQFLOW_FLOW, EQFLOW_SCORE, EQFLOW_DATA");
+    let flow = FlowModel::load(Path::new(&var("EQFLOW_FLOW")))
+        .expect("flow")
+        .0;
+    let score = ScoreModel::load(Path::new(&var("EQFLOW_SCORE")))
+        .expect("score")
+        .0;
+    let file = read_points(Path::new(&var("EQFLOW_DATA"))).expect("data");
+    let data = PointSet::new(file.n, file.d, file.data);
+    let (t, n, d) = (0.2, 4096, data.d);
+    let ab = schedule::abar(t);
+    let mut rng = stream(0, "decomposition");
+    let (mut res, mut sym, mut div_sum, mut vs_sum) = (0.0, 0.0, 0.0, 0.0);
+    for i in 0..n {
+        let x0 = data.row((i * 7919) % data.n);
+        let x: Vec<f64> = x0
+            .iter()
+            .map(|v| {
+                let e: f64 = StandardNormal.sample(&mut rng);
+                ab.sqrt() * v + (1.0 - ab).sqrt() * e
+            })
+            .collect();
+        let mut v = vec![0.0; d];
+        flow.velocity_one(&x, &mut v);
+        let mut s = vec![0.0; d];
+        score.score_one(&x, t, &mut s);
+        let j = flow.jacobian(&x);
+        let div: f64 = (0..d).map(|k| j[k * d + k]).sum();
+        let vs: f64 = v.iter().zip(&s).map(|(a, b)| a * b).sum();
+        res += (div + vs).powi(2);
+        div_sum += div;
+        vs_sum += vs;
+        for r in 0..d {
+            for c in 0..d {
+                sym += (0.5 * (j[r * d + c] + j[c * d + r])).powi(2);
+            }
+        }
+    }
+    let nf = n as f64;
+    eprintln!(
+        "residual mean (div v + v.s)^2 {:.4}; Hutchinson variance 2|J_sym|^2/k: k=4 {:.4}, k=10 {:.4}; mean div v {:.4}, mean v.s {:.4}",
+        res / nf,
+        2.0 * sym / nf / 4.0,
+        2.0 * sym / nf / 10.0,
+        div_sum / nf,
+        vs_sum / nf
+    );
+}
+
 /// Timings for the report (`cargo test --release --lib nn::points::tests::timings -- --ignored --nocapture`,
 /// with `RAYON_NUM_THREADS=2`).
 #[test]
