@@ -38,14 +38,12 @@ impl Chaos {
     fn lambda1(&self) -> f64 {
         mean(&self.lambdas.iter().map(|l| l.per_time).collect::<Vec<_>>())
     }
+    /// λ1 per unit path length: the model's mean λ1 per time over its mean speed. A ratio of means, not
+    /// a mean of per-trajectory ratios: a trajectory that stalls at a fixed point has a speed near 0, and
+    /// its ratio (about -10^12 once seen) would swamp every other trajectory of the model.
     fn lambda1_path(&self) -> f64 {
-        mean(
-            &self
-                .lambdas
-                .iter()
-                .map(|l| l.per_path_length)
-                .collect::<Vec<_>>(),
-        )
+        let speeds: Vec<f64> = self.lambdas.iter().map(|l| l.mean_speed).collect();
+        self.lambda1() / mean(&speeds)
     }
     fn spectrum(&self) -> Vec<f64> {
         let d = self.spectra.first().map(Vec::len).unwrap_or(0);
@@ -104,7 +102,7 @@ impl StageKind for EvaluateChaos {
         "evaluate_chaos"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "Points: largest Lyapunov exponent (two trajectories; per time and per path length), full spectrum (QR) \
