@@ -674,6 +674,39 @@ pub fn train_local_score(
 mod tests {
     use super::*;
 
+    /// Central differences in f64 of one sample's loss |ε̂(x) - ε|² against the hand-written backward
+    /// pass, on every parameter.
+    fn assert_loss_gradient_matches_finite_differences(
+        shapes: &[ConvShape],
+        params: &[f64],
+        x: &[f64],
+        eps: &[f64],
+        h: usize,
+        w: usize,
+    ) {
+        let mut g = vec![0.0; params.len()];
+        sample_loss_grad(shapes, params, x, eps, h, w, &mut g);
+        let loss = |p: &[f64]| {
+            let (y, _) = forward_sample(shapes, p, x, h, w, false, Parallelism::None);
+            y.iter()
+                .zip(eps)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+        };
+        let e = 1e-6;
+        for j in 0..params.len() {
+            let (mut a, mut b) = (params.to_vec(), params.to_vec());
+            a[j] += e;
+            b[j] -= e;
+            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
+            assert!(
+                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "param {j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+    }
+
     /// Central differences in f64 of the whole network's loss against the hand-written backward pass,
     /// on every parameter of a small net with wrapping dilations.
     #[test]
@@ -697,27 +730,7 @@ mod tests {
         let (h, w) = (5, 6);
         let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let mut g = vec![0.0; params.len()];
-        sample_loss_grad(&shapes, &params, &x, &eps, h, w, &mut g);
-        let loss = |p: &[f64]| {
-            let (y, _) = forward_sample(&shapes, p, &x, h, w, false, Parallelism::None);
-            y.iter()
-                .zip(&eps)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
-        };
-        let e = 1e-6;
-        for j in 0..params.len() {
-            let (mut a, mut b) = (params.clone(), params.clone());
-            a[j] += e;
-            b[j] -= e;
-            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
-            assert!(
-                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
-                "param {j}: fd {fd} vs {}",
-                g[j]
-            );
-        }
+        assert_loss_gradient_matches_finite_differences(&shapes, &params, &x, &eps, h, w);
     }
 
     #[test]
@@ -811,27 +824,7 @@ mod tests {
         let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let xin = with_constant_channel(&x, h * w, noise_feature(0.6) as f64);
-        let mut g = vec![0.0; params.len()];
-        sample_loss_grad(&shapes, &params, &xin, &eps, h, w, &mut g);
-        let loss = |p: &[f64]| {
-            let (y, _) = forward_sample(&shapes, p, &xin, h, w, false, Parallelism::None);
-            y.iter()
-                .zip(&eps)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
-        };
-        let e = 1e-6;
-        for j in 0..params.len() {
-            let (mut a, mut b) = (params.clone(), params.clone());
-            a[j] += e;
-            b[j] -= e;
-            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
-            assert!(
-                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
-                "param {j}: fd {fd} vs {}",
-                g[j]
-            );
-        }
+        assert_loss_gradient_matches_finite_differences(&shapes, &params, &xin, &eps, h, w);
         // score = score_at(own level); another level gives another score.
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let (mut a, mut b, mut c) = (
