@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::layer::{conv_backward, conv_forward, ConvShape, Real};
+use crate::nn::denoise::{eps_to_clipped_score, eps_to_score};
 use crate::science::rng::{stream, substream};
 
 /// The architecture and noise level of a [`LocalScore`] (stored as JSON in checkpoints).
@@ -435,8 +436,7 @@ impl LocalScore {
     /// see [`LocalScore::predict_eps_at`]), for a batch `[n, c, h, w]`, written to `out`.
     pub fn score_at(&self, x: &[f32], n: usize, h: usize, w: usize, sigma: f32, out: &mut [f32]) {
         self.predict_eps_at(x, n, h, w, sigma, out);
-        let k = -1.0 / sigma;
-        out.iter_mut().for_each(|v| *v *= k);
+        eps_to_score(sigma, out);
     }
 
     /// The score s(x) = -ε̂(x)/σ of the noised density for a batch `[n, c, h, w]`, written to `out`.
@@ -479,11 +479,7 @@ impl LocalScore {
             return self.score_at(x, n, h, w, sigma, out);
         }
         self.predict_eps_at(x, n, h, w, sigma, out);
-        let a = self.arch.signal_scale_at(sigma);
-        out.par_iter_mut().zip(x.par_iter()).for_each(|(o, &x)| {
-            let x0 = ((x - sigma * *o) / a).clamp(-1.0, 1.0);
-            *o = -(x - a * x0) / (sigma * sigma);
-        });
+        eps_to_clipped_score(x, sigma, self.arch.signal_scale_at(sigma), out);
     }
 
     /// Saves to a safetensors file: one f32 tensor per layer, `layers.{i}.weight` `[c_out, c_in, 3, 3]`
@@ -688,10 +684,7 @@ mod tests {
         sample_loss_grad(shapes, params, x, eps, h, w, &mut g);
         let loss = |p: &[f64]| {
             let (y, _) = forward_sample(shapes, p, x, h, w, false, Parallelism::None);
-            y.iter()
-                .zip(eps)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
+            y.iter().zip(eps).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
         };
         let e = 1e-6;
         for j in 0..params.len() {
