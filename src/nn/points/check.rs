@@ -6,11 +6,11 @@
 //! any f32 device has), device f32 (what training uses) and device f64 (which must agree to ~1e-12: a
 //! larger gap is a kernel bug, not rounding). Inputs are seeded, so reruns compare like with like.
 
-use super::fast::{loss_and_grads_in, Fast, Workspace};
+use super::fast::{loss_and_grads_in, Workspace};
 use super::flow::init_leaves;
 use super::score::score_loss_and_grads;
 use super::tape::{flow_forward, leaf_tensors, tensor2, BnMode, BnTangent, Real};
-use super::train::{dynamics_loss_and_grads, tangents, Divergence, DynamicsStep};
+use super::train::{dynamics_loss_and_grads, tangents, Divergence, DynamicsBatch};
 use super::{Arch, Network, ScoreModel, HIDDEN};
 use crate::science::rng::stream;
 use dfdx::prelude::*;
@@ -84,34 +84,18 @@ fn flow_case(network: Network, d: usize, n: usize, probes: usize, seed: u64) -> 
 }
 
 impl FlowCase {
-    /// The loss and gradients of this case on the taped dfdx graph on `dev`, in dtype `E`.
-    fn dfdx_step<E: Real, D: Device<E>>(&self, dev: &D) -> DynamicsStep {
-        dynamics_loss_and_grads::<E, D>(
-            dev,
-            &self.arch,
-            &self.leaves,
-            &self.x,
-            &self.score,
-            &self.z,
-            self.k,
-            self.scale,
-            BnTangent::Batched,
-        )
-    }
-
-    /// The same on the CPU's hand-written training path, in dtype `F`.
-    fn fast_step<F: Fast>(&self, ws: &mut Workspace<F>) -> DynamicsStep {
-        loss_and_grads_in::<F>(
-            ws,
-            &self.arch,
-            &self.leaves,
-            &self.x,
-            &self.score,
-            &self.z,
-            self.k,
-            self.scale,
-            BnTangent::Batched,
-        )
+    /// The case as one batch of the dynamics loss (batch-norm tangent: batched, as in training).
+    fn batch(&self) -> DynamicsBatch<'_> {
+        DynamicsBatch {
+            arch: &self.arch,
+            leaves: &self.leaves,
+            x: &self.x,
+            score: &self.score,
+            z: &self.z,
+            k: self.k,
+            scale: self.scale,
+            bn_tangent: BnTangent::Batched,
+        }
     }
 }
 
@@ -139,7 +123,7 @@ fn flow_outputs<E: Real, D: Device<E>>(dev: &D, c: &FlowCase) -> FlowOutputs {
     );
     let v = pass.v.as_vec().iter().map(|e| e.f64()).collect();
     let tangent = pass.tv.as_vec().iter().map(|e| e.f64()).collect();
-    let step = c.dfdx_step::<E, D>(dev);
+    let step = dynamics_loss_and_grads::<E, D>(dev, &c.batch());
     FlowOutputs {
         v,
         tangent,
@@ -256,11 +240,11 @@ pub(crate) fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
 pub fn bench_flow_step<D: Device<f32>>(dev: &D, n: usize, probes: usize, reps: usize) -> Value {
     let c = flow_case(Network::Kernel, 2, n, probes, 0);
     let dfdx_s = median_seconds(reps, || {
-        c.dfdx_step::<f32, D>(dev);
+        dynamics_loss_and_grads::<f32, D>(dev, &c.batch());
     });
     let mut ws = Workspace::default();
     let cpu_fast_s = median_seconds(reps, || {
-        c.fast_step::<f32>(&mut ws);
+        loss_and_grads_in::<f32>(&mut ws, &c.batch());
     });
     json!({
         "case": {"network": "kernel", "d": 2, "batch": n, "probes": probes, "reps": reps},

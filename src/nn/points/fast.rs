@@ -52,7 +52,7 @@
 //! `do = dc - mean dc`.
 
 use super::tape::{BnTangent, Real};
-use super::train::DynamicsStep;
+use super::train::{DynamicsBatch, DynamicsStep};
 use super::{Arch, Network, BN_EPS, ENCODING_FREQUENCIES};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -706,19 +706,18 @@ pub(crate) fn flow_values<F: Fast>(
 
 /// [`loss_and_grads_in`] with fresh buffers.
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn loss_and_grads<F: Fast>(
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    score: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    mode: BnTangent,
+pub(crate) fn loss_and_grads<F: Fast>(batch: &DynamicsBatch) -> DynamicsStep {
+    loss_and_grads_in::<F>(&mut Workspace::default(), batch)
+}
+
+/// The dynamics loss and its leaf gradients on one batch, computed in `F` (f64 for the batch-norm, the
+/// loss and the sum of the chunks' gradients) with the buffers of `ws`; same contract as
+/// [`super::train::dynamics_loss_and_grads`].
+pub(crate) fn loss_and_grads_in<F: Fast>(
+    ws: &mut Workspace<F>,
+    batch: &DynamicsBatch,
 ) -> DynamicsStep {
-    loss_and_grads_in::<F>(
-        &mut Workspace::default(),
+    let DynamicsBatch {
         arch,
         leaves,
         x,
@@ -726,25 +725,8 @@ pub(crate) fn loss_and_grads<F: Fast>(
         z,
         k,
         scale,
-        mode,
-    )
-}
-
-/// The dynamics loss and its leaf gradients on one batch, computed in `F` (f64 for the batch-norm, the
-/// loss and the sum of the chunks' gradients) with the buffers of `ws`; same contract as
-/// [`super::train::dynamics_loss_and_grads`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn loss_and_grads_in<F: Fast>(
-    ws: &mut Workspace<F>,
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    score: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    mode: BnTangent,
-) -> DynamicsStep {
+        bn_tangent: mode,
+    } = *batch;
     let d = arch.d;
     let n = x.len() / d;
     let layers = layers::<F>(arch, leaves);

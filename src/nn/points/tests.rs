@@ -4,7 +4,7 @@
 use super::flow::init_leaves;
 use super::score::score_loss_and_grads;
 use super::tape::{flow_forward, leaf_tensors, tensor2, BnMode, BnTangent};
-use super::train::{dynamics_loss_and_grads, tangents, Divergence};
+use super::train::{dynamics_loss_and_grads, tangents, Divergence, DynamicsBatch};
 use super::*;
 use crate::science::points::{two_peaks, PointSet, TwoPeaksParams};
 use crate::science::rng::stream;
@@ -219,23 +219,10 @@ enum Imp {
     Fast,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn loss_grads_f64(
-    imp: Imp,
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    s: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    bt: BnTangent,
-) -> super::train::DynamicsStep {
+fn loss_grads_f64(imp: Imp, batch: &DynamicsBatch) -> super::train::DynamicsStep {
     match imp {
-        Imp::Dfdx => {
-            dynamics_loss_and_grads::<f64, _>(&Cpu::default(), arch, leaves, x, s, z, k, scale, bt)
-        }
-        Imp::Fast => super::fast::loss_and_grads::<f64>(arch, leaves, x, s, z, k, scale, bt),
+        Imp::Dfdx => dynamics_loss_and_grads::<f64, _>(&Cpu::default(), &batch),
+        Imp::Fast => super::fast::loss_and_grads::<f64>(&batch),
     }
 }
 
@@ -255,7 +242,17 @@ fn check_param_grads_with(imp: Imp, div: Divergence, net: Network) {
     } else {
         BnTangent::Batched
     };
-    let st = loss_grads_f64(imp, &arch, &leaves, &x, &s, &z, k, scale, bt);
+    let batch = DynamicsBatch {
+        arch: &arch,
+        leaves: &leaves,
+        x: &x,
+        score: &s,
+        z: &z,
+        k,
+        scale,
+        bn_tangent: bt,
+    };
+    let st = loss_grads_f64(imp, &batch);
     let h = 1e-6;
     let mut checked = 0;
     let mut bad = 0;
@@ -264,8 +261,22 @@ fn check_param_grads_with(imp: Imp, div: Divergence, net: Network) {
             let (mut lp, mut lm) = (leaves.clone(), leaves.clone());
             lp[li][j] += h;
             lm[li][j] -= h;
-            let fp = loss_grads_f64(imp, &arch, &lp, &x, &s, &z, k, scale, bt).loss;
-            let fm = loss_grads_f64(imp, &arch, &lm, &x, &s, &z, k, scale, bt).loss;
+            let fp = loss_grads_f64(
+                imp,
+                &DynamicsBatch {
+                    leaves: &lp,
+                    ..batch
+                },
+            )
+            .loss;
+            let fm = loss_grads_f64(
+                imp,
+                &DynamicsBatch {
+                    leaves: &lm,
+                    ..batch
+                },
+            )
+            .loss;
             let fd = (fp - fm) / (2.0 * h);
             let g = st.grads[li][j];
             if (fd - g).abs() > 1e-6 * (1.0 + g.abs()) {
@@ -430,8 +441,18 @@ fn fast_pass_matches_dfdx_graph() {
             let gmax = |g: &[Vec<f64>]| g.iter().fold(0.0f64, |m, v| m.max(maxabs(v)));
             close(&v0, &v1, 1e-11, "v");
             close(&tv0, &tv1, 1e-11, "tv");
-            let a = loss_grads_f64(Imp::Dfdx, &arch, &leaves, &x, &s, &z, k, scale, bt);
-            let b = loss_grads_f64(Imp::Fast, &arch, &leaves, &x, &s, &z, k, scale, bt);
+            let batch = DynamicsBatch {
+                arch: &arch,
+                leaves: &leaves,
+                x: &x,
+                score: &s,
+                z: &z,
+                k,
+                scale,
+                bn_tangent: bt,
+            };
+            let a = loss_grads_f64(Imp::Dfdx, &batch);
+            let b = loss_grads_f64(Imp::Fast, &batch);
             assert!(
                 (a.loss - b.loss).abs() < 1e-11 * a.loss,
                 "{} vs {}",
@@ -450,18 +471,18 @@ fn fast_pass_matches_dfdx_graph() {
             let x = randn(n * d, 25);
             let s = randn(n * d, 26);
             let (k, z, scale) = tangents(div, 10, n, d, &mut stream(27, "probes"));
-            let a = dynamics_loss_and_grads::<f32, _>(
-                &Cpu::default(),
-                &arch,
-                &leaves,
-                &x,
-                &s,
-                &z,
+            let batch = DynamicsBatch {
+                arch: &arch,
+                leaves: &leaves,
+                x: &x,
+                score: &s,
+                z: &z,
                 k,
                 scale,
-                bt,
-            );
-            let b = super::fast::loss_and_grads::<f32>(&arch, &leaves, &x, &s, &z, k, scale, bt);
+                bn_tangent: bt,
+            };
+            let a = dynamics_loss_and_grads::<f32, _>(&Cpu::default(), &batch);
+            let b = super::fast::loss_and_grads::<f32>(&batch);
             assert!(
                 (a.loss - b.loss).abs() < 1e-4 * a.loss,
                 "f32 loss {} vs {}",
@@ -521,16 +542,16 @@ fn fast_pass_is_thread_count_independent() {
                 .build()
                 .expect("pool")
                 .install(|| {
-                    super::fast::loss_and_grads::<f32>(
-                        &arch,
-                        &leaves,
-                        &x,
-                        &s,
-                        &z,
+                    super::fast::loss_and_grads::<f32>(&DynamicsBatch {
+                        arch: &arch,
+                        leaves: &leaves,
+                        x: &x,
+                        score: &s,
+                        z: &z,
                         k,
                         scale,
-                        BnTangent::Batched,
-                    )
+                        bn_tangent: BnTangent::Batched,
+                    })
                 })
         };
         let (a, b) = (run(1), run(2));
@@ -813,14 +834,19 @@ fn timings() {
                         let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
                         let (k, z, sc) =
                             tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
-                        let (x, s, bt) = (&x, &s.data, BnTangent::Batched);
+                        let batch = DynamicsBatch {
+                            arch: &arch,
+                            leaves: &fl,
+                            x: &x,
+                            score: &s.data,
+                            z: &z,
+                            k,
+                            scale: sc,
+                            bn_tangent: BnTangent::Batched,
+                        };
                         let st = match imp {
-                            Imp::Fast => super::fast::loss_and_grads_in::<f32>(
-                                &mut ws, &arch, &fl, x, s, &z, k, sc, bt,
-                            ),
-                            Imp::Dfdx => dynamics_loss_and_grads::<f32, _>(
-                                &dev, &arch, &fl, x, s, &z, k, sc, bt,
-                            ),
+                            Imp::Fast => super::fast::loss_and_grads_in::<f32>(&mut ws, &batch),
+                            Imp::Dfdx => dynamics_loss_and_grads::<f32, _>(&dev, &batch),
                         };
                         adam.step(&mut fl, &st.grads);
                         t.elapsed().as_secs_f64() * 1e3

@@ -156,6 +156,21 @@ pub(crate) fn tangents(
     }
 }
 
+/// One batch of the dynamics loss: the network, the noised points `x` `[n, d]`, the score at them,
+/// the tangent directions `z` `[k, n, d]` with their count `k` and the divergence estimate's `scale`,
+/// and how the output batch-norm is differentiated.
+#[derive(Clone, Copy)]
+pub(crate) struct DynamicsBatch<'a> {
+    pub arch: &'a Arch,
+    pub leaves: &'a [Vec<f64>],
+    pub x: &'a [f64],
+    pub score: &'a [f64],
+    pub z: &'a [f64],
+    pub k: usize,
+    pub scale: f64,
+    pub bn_tangent: BnTangent,
+}
+
 /// Output of one dynamics loss evaluation.
 pub(crate) struct DynamicsStep {
     pub loss: f64,
@@ -168,18 +183,20 @@ pub(crate) struct DynamicsStep {
 /// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
 /// ([`super::fast::loss_and_grads_in`]) against.
 /// Generic over the device: `eqflow device-check` runs it on `Cuda` against `Cpu`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn dynamics_loss_and_grads<E: Real, D: Device<E>>(
     dev: &D,
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    score: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    bn_tangent: BnTangent,
+    batch: &DynamicsBatch,
 ) -> DynamicsStep {
+    let DynamicsBatch {
+        arch,
+        leaves,
+        x,
+        score,
+        z,
+        k,
+        scale,
+        bn_tangent,
+    } = *batch;
     let d = arch.d;
     let n = x.len() / d;
     let lt = leaf_tensors::<E, D>(dev, leaves);
@@ -238,26 +255,11 @@ impl LossPass {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &mut self,
-        arch: &Arch,
-        leaves: &[Vec<f64>],
-        x: &[f64],
-        score: &[f64],
-        z: &[f64],
-        k: usize,
-        scale: f64,
-        bn_tangent: BnTangent,
-    ) -> DynamicsStep {
+    fn run(&mut self, batch: &DynamicsBatch) -> DynamicsStep {
         match self {
-            LossPass::Cpu(ws) => super::fast::loss_and_grads_in::<f32>(
-                ws, arch, leaves, x, score, z, k, scale, bn_tangent,
-            ),
+            LossPass::Cpu(ws) => super::fast::loss_and_grads_in::<f32>(ws, batch),
             #[cfg(feature = "cuda")]
-            LossPass::Cuda(dev) => dynamics_loss_and_grads::<f32, Cuda>(
-                dev, arch, leaves, x, score, z, k, scale, bn_tangent,
-            ),
+            LossPass::Cuda(dev) => dynamics_loss_and_grads::<f32, Cuda>(dev, batch),
         }
     }
 }
@@ -327,7 +329,16 @@ pub fn train_dynamics_on(
             }
             let s = score.score(&xt, cfg.noise);
             let (k, z, scale) = tangents(cfg.divergence, cfg.probes, n, d, &mut rng);
-            let st = pass.run(&arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent);
+            let st = pass.run(&DynamicsBatch {
+                arch: &arch,
+                leaves: &leaves,
+                x: &xt.data,
+                score: &s.data,
+                z: &z,
+                k,
+                scale,
+                bn_tangent,
+            });
             if !st.loss.is_finite() {
                 bail!(
                     "dynamics training diverged at epoch {epoch}: loss {}",
