@@ -717,22 +717,13 @@ pub(crate) fn loss_and_grads_in<F: Fast>(
     ws: &mut Workspace<F>,
     batch: &DynamicsBatch,
 ) -> DynamicsStep {
-    let DynamicsBatch {
-        arch,
-        leaves,
-        x,
-        score,
-        z,
-        k,
-        scale,
-        bn_tangent: mode,
-    } = *batch;
+    let (arch, z, k, mode) = (batch.arch, batch.z, batch.k, batch.bn_tangent);
     let d = arch.d;
-    let n = x.len() / d;
-    let layers = layers::<F>(arch, leaves);
-    let out = forward_chunks(ws, arch, &layers, x, z, k);
+    let n = batch.x.len() / d;
+    let layers = layers::<F>(arch, batch.leaves);
+    let out = forward_chunks(ws, arch, &layers, batch.x, z, k);
     let bn = bn_forward(&out, n, d, k, mode);
-    let (loss, d_o) = bn_loss_backward(&out, &bn, n, d, k, z, score, scale, mode);
+    let (loss, d_o) = bn_loss_backward(&out, &bn, n, d, k, z, batch.score, batch.scale, mode);
     let ranges = chunk_ranges(n);
     ws.chunks.par_iter_mut().zip(&ranges).for_each(|(ch, &r)| {
         gather_rows(&d_o, n, d, k + 1, r, &mut ch.dcur, F::of);

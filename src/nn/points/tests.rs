@@ -472,14 +472,12 @@ fn fast_pass_matches_dfdx_graph() {
             let s = randn(n * d, 26);
             let (k, z, scale) = tangents(div, 10, n, d, &mut stream(27, "probes"));
             let batch = DynamicsBatch {
-                arch: &arch,
-                leaves: &leaves,
                 x: &x,
                 score: &s,
                 z: &z,
                 k,
                 scale,
-                bn_tangent: bt,
+                ..batch
             };
             let a = dynamics_loss_and_grads::<f32, _>(&Cpu::default(), &batch);
             let b = super::fast::loss_and_grads::<f32>(&batch);

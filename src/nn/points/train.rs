@@ -187,30 +187,21 @@ pub(crate) fn dynamics_loss_and_grads<E: Real, D: Device<E>>(
     dev: &D,
     batch: &DynamicsBatch,
 ) -> DynamicsStep {
-    let DynamicsBatch {
-        arch,
-        leaves,
-        x,
-        score,
-        z,
-        k,
-        scale,
-        bn_tangent,
-    } = *batch;
+    let (arch, z, k) = (batch.arch, batch.z, batch.k);
     let d = arch.d;
-    let n = x.len() / d;
-    let lt = leaf_tensors::<E, D>(dev, leaves);
-    let xt = tensor2::<E, D>(dev, x, n, d);
+    let n = batch.x.len() / d;
+    let lt = leaf_tensors::<E, D>(dev, batch.leaves);
+    let xt = tensor2::<E, D>(dev, batch.x, n, d);
     let tt = tensor2::<E, D>(dev, z, k * n, d);
     let z3: Tensor<(usize, usize, usize), E, D> =
         dev.tensor_from_vec(z.iter().map(|&v| E::of(v)).collect(), (k, n, d));
-    let s = tensor2::<E, D>(dev, score, n, d);
-    let pass = flow_forward(arch, &lt, &xt, &tt, k, &BnMode::Batch(bn_tangent));
+    let s = tensor2::<E, D>(dev, batch.score, n, d);
+    let pass = flow_forward(arch, &lt, &xt, &tt, k, &BnMode::Batch(batch.bn_tangent));
     let (batch_mean, batch_var) = pass
         .batch_stats
         .clone()
         .expect("batch mode returns statistics");
-    let loss = divergence_loss(pass, &z3, &s, scale);
+    let loss = divergence_loss(pass, &z3, &s, batch.scale);
     let value: f64 = Real::f64(loss.as_vec()[0]);
     let grads = loss.backward();
     let g = lt
