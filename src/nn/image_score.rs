@@ -223,9 +223,8 @@ impl ImageScore {
         eps_to_score(self.sigma(), out);
     }
 
-    /// The score like [`ImageScore::score`], optionally with the reference's clipping: the denoised
-    /// estimate x̂0 = (x - σ ε̂) / signal_scale is clamped to [-1, 1] before forming
-    /// s = -(x - signal_scale · x̂0) / σ² (identical to `score` when nothing clips).
+    /// The score like [`ImageScore::score`], optionally with the reference's clipping of the denoised
+    /// estimate to [-1, 1] ([`eps_to_clipped_score`]; identical to `score` when nothing clips).
     pub fn score_with(
         &self,
         x: &[f32],
