@@ -565,7 +565,7 @@ fn fast_pass_is_thread_count_independent() {
 fn batched_flow_is_bit_identical_to_per_point() {
     use crate::science::lyapunov::{
         bounded_starts, bounded_starts_of, largest_exponents, largest_exponents_of, BatchField,
-        TwoTrajectoryConfig,
+        StartSearch, TwoTrajectoryConfig,
     };
     for net in NETS {
         let d = 3;
@@ -594,7 +594,18 @@ fn batched_flow_is_bit_identical_to_per_point() {
         segments: 2,
     };
     // 20 starts: one full block of 16 and a partial one
-    let starts = bounded_starts(&one, 3, 20, 40, 0.1, 4.0, 400, 3);
+    let starts = bounded_starts(
+        &one,
+        3,
+        &StartSearch {
+            count: 20,
+            steps: 40,
+            dt: 0.1,
+            bound: 4.0,
+            max_candidates: 400,
+        },
+        3,
+    );
     assert_eq!(starts.len(), 20);
     let pool = |t: usize| {
         rayon::ThreadPoolBuilder::new()
@@ -604,7 +615,17 @@ fn batched_flow_is_bit_identical_to_per_point() {
     };
     for threads in [1, 2] {
         let (s2, l2) = pool(threads).install(|| {
-            let s = bounded_starts_of(&model.batched(), 20, 40, 0.1, 4.0, 400, 3);
+            let s = bounded_starts_of(
+                &model.batched(),
+                &StartSearch {
+                    count: 20,
+                    steps: 40,
+                    dt: 0.1,
+                    bound: 4.0,
+                    max_candidates: 400,
+                },
+                3,
+            );
             let l = largest_exponents_of(&model.batched(), &s, &cfg, 9);
             (s, l)
         });
@@ -624,7 +645,7 @@ fn batched_flow_is_bit_identical_to_per_point() {
 fn lyapunov_protocol_timing() {
     use crate::science::lyapunov::{
         bounded_starts_of, largest_exponents_of, spectrum_of, BatchField, Pointwise,
-        SpectrumConfig, TwoTrajectoryConfig,
+        SpectrumConfig, StartSearch, TwoTrajectoryConfig,
     };
     use crate::science::points::{lorenz, standardize, LorenzDataParams};
     use rayon::prelude::*;
@@ -662,7 +683,17 @@ fn lyapunov_protocol_timing() {
     type Out = (Vec<Vec<f64>>, Vec<f64>, Vec<Vec<f64>>);
     fn protocol<B: BatchField>(f: &B, two: &TwoTrajectoryConfig, spec: &SpectrumConfig) -> Out {
         let (t, c) = (Instant::now(), cpu());
-        let starts = bounded_starts_of(f, 64, 5000, 0.1, 4.0, 64 * 16, 0);
+        let starts = bounded_starts_of(
+            f,
+            &StartSearch {
+                count: 64,
+                steps: 5000,
+                dt: 0.1,
+                bound: 4.0,
+                max_candidates: 64 * 16,
+            },
+            0,
+        );
         let (t1, c1) = (Instant::now(), cpu());
         let l = largest_exponents_of(f, &starts, two, 0);
         let (t2, c2) = (Instant::now(), cpu());
@@ -783,7 +814,9 @@ fn lorenz_loss_decomposition() {
 #[test]
 #[ignore]
 fn timings() {
-    use crate::science::lyapunov::{bounded_starts, largest_exponents, TwoTrajectoryConfig};
+    use crate::science::lyapunov::{
+        bounded_starts, largest_exponents, StartSearch, TwoTrajectoryConfig,
+    };
     use crate::science::points::{lorenz, standardize, LorenzDataParams};
     use std::time::Instant;
     // median and minimum (the minimum is the better estimate on a machine shared with other jobs)
@@ -862,7 +895,18 @@ fn timings() {
     let model = FlowModel::random(Network::Kernel, 3, 0, Some(&lz.head(4096)));
     let f = |x: &[f64], o: &mut [f64]| model.velocity_one(x, o);
     let t = Instant::now();
-    let starts = bounded_starts(&f, 3, 64, 5000, 0.1, 4.0, 512, 0);
+    let starts = bounded_starts(
+        &f,
+        3,
+        &StartSearch {
+            count: 64,
+            steps: 5000,
+            dt: 0.1,
+            bound: 4.0,
+            max_candidates: 512,
+        },
+        0,
+    );
     let t_starts = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let cfg = TwoTrajectoryConfig {
