@@ -221,8 +221,8 @@ enum Imp {
 
 fn loss_grads_f64(imp: Imp, batch: &DynamicsBatch) -> super::train::DynamicsStep {
     match imp {
-        Imp::Dfdx => dynamics_loss_and_grads::<f64, _>(&Cpu::default(), &batch),
-        Imp::Fast => super::fast::loss_and_grads::<f64>(&batch),
+        Imp::Dfdx => dynamics_loss_and_grads::<f64, _>(&Cpu::default(), batch),
+        Imp::Fast => super::fast::loss_and_grads::<f64>(batch),
     }
 }
 
