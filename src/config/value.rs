@@ -133,6 +133,17 @@ impl Params {
         }
     }
 
+    /// A float parameter whose values <= 0 stand for `default` (the stages' "0 = automatic" convention,
+    /// for parameters whose automatic value depends on the model or data).
+    pub fn float_or_default(&self, key: &str, default: f64) -> f64 {
+        let v = self.float(key);
+        if v > 0.0 {
+            v
+        } else {
+            default
+        }
+    }
+
     /// A boolean parameter.
     pub fn bool(&self, key: &str) -> bool {
         match self.get(key) {

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use dfdx::prelude::Cpu;
-use rayon::prelude::*;
 
 use super::conv::LocalScore;
+use super::denoise::{eps_to_clipped_score, eps_to_score};
 use super::device::ComputeDevice;
 use super::unet::Unet;
 
@@ -220,13 +220,11 @@ impl ImageScore {
     /// The score s(x) = -ε̂(x)/σ for a batch `[n, c, h, w]`, written to `out`.
     pub fn score(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
         self.predict_eps(x, n, h, w, out);
-        let k = -1.0 / self.sigma();
-        out.iter_mut().for_each(|v| *v *= k);
+        eps_to_score(self.sigma(), out);
     }
 
-    /// The score like [`ImageScore::score`], optionally with the reference's clipping: the denoised
-    /// estimate x̂0 = (x - σ ε̂) / signal_scale is clamped to [-1, 1] before forming
-    /// s = -(x - signal_scale · x̂0) / σ² (identical to `score` when nothing clips).
+    /// The score like [`ImageScore::score`], optionally with the reference's clipping of the denoised
+    /// estimate to [-1, 1] ([`eps_to_clipped_score`]; identical to `score` when nothing clips).
     pub fn score_with(
         &self,
         x: &[f32],
@@ -240,10 +238,6 @@ impl ImageScore {
             return self.score(x, n, h, w, out);
         }
         self.predict_eps(x, n, h, w, out);
-        let (sig, a) = (self.sigma(), self.signal_scale());
-        out.par_iter_mut().zip(x.par_iter()).for_each(|(o, &x)| {
-            let x0 = ((x - sig * *o) / a).clamp(-1.0, 1.0);
-            *o = -(x - a * x0) / (sig * sig);
-        });
+        eps_to_clipped_score(x, self.sigma(), self.signal_scale(), out);
     }
 }

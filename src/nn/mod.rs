@@ -14,5 +14,6 @@ pub mod device_check;
 pub mod unet;
 
 // --- the image score, whichever model trained it ---
+pub mod denoise;
 pub mod image_score;
 pub use image_score::{ImageScore, UnetOn};

@@ -285,28 +285,34 @@ fn two_trajectory_block<B: BatchField + ?Sized>(
         .collect()
 }
 
+/// Settings of the search for bounded starting states ([`bounded_starts`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StartSearch {
+    /// How many starts to return.
+    pub count: usize,
+    /// RK4 steps each candidate must survive.
+    pub steps: usize,
+    /// RK4 step.
+    pub dt: f64,
+    /// Every coordinate must stay below this in absolute value.
+    pub bound: f64,
+    /// Candidates tried at most.
+    pub max_candidates: usize,
+}
+
 /// Bounded starting states (spec §5): candidates drawn from N(0, I) (candidate `i` from
 /// `substream(seed, "lyap/start", i)`), each integrated `steps` RK4 steps of `dt`; a candidate is kept if
 /// every coordinate stays finite with `|x| < bound` along the way. Returns the final states of the first
 /// `count` kept candidates in candidate order (fewer if `max_candidates` run out).
-#[allow(clippy::too_many_arguments)]
 pub fn bounded_starts<F: Fn(&[f64], &mut [f64]) + Sync + ?Sized>(
     f: &F,
     d: usize,
-    count: usize,
-    steps: usize,
-    dt: f64,
-    bound: f64,
-    max_candidates: usize,
+    search: &StartSearch,
     seed: u64,
 ) -> Vec<Vec<f64>> {
     bounded_starts_of(
         &pointwise(d, |x: &[f64], o: &mut [f64]| f(x, o)),
-        count,
-        steps,
-        dt,
-        bound,
-        max_candidates,
+        search,
         seed,
     )
 }
@@ -315,13 +321,16 @@ pub fn bounded_starts<F: Fn(&[f64], &mut [f64]) + Sync + ?Sized>(
 /// and a candidate leaves its block as soon as it leaves the bound.
 pub fn bounded_starts_of<B: BatchField + ?Sized>(
     f: &B,
-    count: usize,
-    steps: usize,
-    dt: f64,
-    bound: f64,
-    max_candidates: usize,
+    search: &StartSearch,
     seed: u64,
 ) -> Vec<Vec<f64>> {
+    let StartSearch {
+        count,
+        steps,
+        dt,
+        bound,
+        max_candidates,
+    } = *search;
     let d = f.dim();
     let mut kept = Vec::new();
     let mut next = 0usize;
@@ -490,7 +499,18 @@ mod tests {
     fn lorenz_largest_exponent_two_trajectory() {
         let p = LorenzParams::default();
         let f = |x: &[f64], o: &mut [f64]| p.field(x, o);
-        let starts = bounded_starts(&f, 3, 4, 2000, 0.01, 100.0, 100, 1);
+        let starts = bounded_starts(
+            &f,
+            3,
+            &StartSearch {
+                count: 4,
+                steps: 2000,
+                dt: 0.01,
+                bound: 100.0,
+                max_candidates: 100,
+            },
+            1,
+        );
         assert_eq!(starts.len(), 4);
         let cfg = TwoTrajectoryConfig {
             dt: 0.01,
@@ -537,7 +557,18 @@ mod tests {
             plain_starts.len()
         );
         assert_eq!(
-            bounded_starts(&f, 3, 19, steps, dt, bound, 200, seed),
+            bounded_starts(
+                &f,
+                3,
+                &StartSearch {
+                    count: 19,
+                    steps,
+                    dt,
+                    bound,
+                    max_candidates: 200
+                },
+                seed
+            ),
             plain_starts[..19]
         );
         let cfg = TwoTrajectoryConfig {

@@ -18,7 +18,7 @@ use crate::science::integrators::rk4_trajectory;
 use crate::science::lorenz::LorenzParams;
 use crate::science::lyapunov::{
     bounded_starts_of, kaplan_yorke, largest_exponents_of, spectrum_of, BatchField,
-    LargestExponent, Pointwise, SpectrumConfig, TwoTrajectoryConfig,
+    LargestExponent, Pointwise, SpectrumConfig, StartSearch, TwoTrajectoryConfig,
 };
 
 /// The `evaluate_chaos` kind (points).
@@ -82,7 +82,14 @@ fn analyse<B: BatchField>(
     spec_starts: usize,
     seed: u64,
 ) -> Chaos {
-    let starts = bounded_starts_of(f, count, steps, two.dt, bound, count * 16, seed);
+    let search = StartSearch {
+        count,
+        steps,
+        dt: two.dt,
+        bound,
+        max_candidates: count * 16,
+    };
+    let starts = bounded_starts_of(f, &search, seed);
     let lambdas = largest_exponents_of(f, &starts, two, seed);
     use rayon::prelude::*;
     let spectra: Vec<Vec<f64>> = starts
@@ -376,8 +383,14 @@ impl StageKind for EvaluateChaos {
                     .find(|f| &f.0 == *c.0)
                     .expect("analysed model is in the list")
                     .1;
-                let starts =
-                    bounded_starts_of(&flow.batched(), 1, steps, two.dt, bound, count * 16, seed);
+                let search = StartSearch {
+                    count: 1,
+                    steps,
+                    dt: two.dt,
+                    bound,
+                    max_candidates: count * 16,
+                };
+                let starts = bounded_starts_of(&flow.batched(), &search, seed);
                 if let Some(x0) = starts.first() {
                     let traj = rk4_trajectory(
                         &|x: &[f64], o: &mut [f64]| flow.velocity_one(x, o),

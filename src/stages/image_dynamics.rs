@@ -110,14 +110,6 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let (h, w) = (data.h, data.w);
     let train = data.train()?;
     let sigma = score_model.sigma();
-    let or = |key: &str, default: f64| {
-        let v = p.float(key);
-        if v > 0.0 {
-            v
-        } else {
-            default
-        }
-    };
     let crop = p.usize("crop");
     let clip = p.float("grad_clip");
     let cfg = ImageFlowConfig {
@@ -134,7 +126,7 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             8
         },
         crop: (crop > 0).then_some(crop),
-        lr: or("lr", 1e-2),
+        lr: p.float_or_default("lr", 1e-2),
         weight_decay: if p.float("weight_decay") >= 0.0 {
             p.float("weight_decay")
         } else {

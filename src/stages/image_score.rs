@@ -150,17 +150,10 @@ fn run_unet(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec<
     let train = data.train()?;
     let n = train.len() / data.item_len();
     let arch = unet_arch(p, data.channels);
-    let positive = |key: &str, default: f64| {
-        if p.float(key) > 0.0 {
-            p.float(key)
-        } else {
-            default
-        }
-    };
     let cfg = UnetTrainConfig {
         iterations: p.usize("iterations"),
-        batch: positive("batch", 16.0) as usize,
-        lr: positive("lr", 1e-3),
+        batch: p.float_or_default("batch", 16.0) as usize,
+        lr: p.float_or_default("lr", 1e-3),
         weight_decay: 0.01,
         warmup: p.float("warmup"),
         grad_clip: (p.float("grad_clip") > 0.0).then(|| p.float("grad_clip")),
@@ -224,13 +217,6 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
     let train = data.train()?;
     let (h, w) = (data.h, data.w);
     let n = train.len() / data.item_len();
-    let auto = |key: &str, default: f64| {
-        if p.float(key) > 0.0 {
-            p.float(key)
-        } else {
-            default
-        }
-    };
     let crop = p.usize("crop");
     let cfg = LocalScoreConfig {
         width: p.usize("width"),
@@ -238,9 +224,9 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
         abar: abar(p.usize("timestep")),
         vp_scaling: true,
         iterations: p.usize("iterations"),
-        batch: auto("batch", 16.0) as usize,
+        batch: p.float_or_default("batch", 16.0) as usize,
         crop: (crop > 0).then_some(crop),
-        lr: auto("lr", 3e-3),
+        lr: p.float_or_default("lr", 3e-3),
         warmup: p.float("warmup"),
         grad_clip: (p.float("grad_clip") > 0.0).then(|| p.float("grad_clip")),
         seed: ctx.seed(),

@@ -111,17 +111,10 @@ impl StageKind for TrainScore {
         }
         let p = ctx.params;
         let data = load_points(ctx.input("data")?)?;
-        let or = |key: &str, default: f64| {
-            if p.float(key) > 0.0 {
-                p.float(key)
-            } else {
-                default
-            }
-        };
         let cfg = ScoreTrainConfig {
             epochs: p.usize("epochs"),
-            batch: or("batch", 2048.0) as usize,
-            lr: or("lr", 1e-2),
+            batch: p.float_or_default("batch", 2048.0) as usize,
+            lr: p.float_or_default("lr", 1e-2),
             weight_decay: p.float("weight_decay"),
             seed: ctx.seed(),
         };

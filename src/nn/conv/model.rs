@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::layer::{conv_backward, conv_forward, ConvShape, Real};
+use crate::nn::denoise::{eps_to_clipped_score, eps_to_score};
 use crate::science::rng::{stream, substream};
 
 /// The architecture and noise level of a [`LocalScore`] (stored as JSON in checkpoints).
@@ -435,8 +436,7 @@ impl LocalScore {
     /// see [`LocalScore::predict_eps_at`]), for a batch `[n, c, h, w]`, written to `out`.
     pub fn score_at(&self, x: &[f32], n: usize, h: usize, w: usize, sigma: f32, out: &mut [f32]) {
         self.predict_eps_at(x, n, h, w, sigma, out);
-        let k = -1.0 / sigma;
-        out.iter_mut().for_each(|v| *v *= k);
+        eps_to_score(sigma, out);
     }
 
     /// The score s(x) = -ε̂(x)/σ of the noised density for a batch `[n, c, h, w]`, written to `out`.
@@ -444,9 +444,8 @@ impl LocalScore {
         self.score_at(x, n, h, w, self.arch.sigma, out);
     }
 
-    /// The score like [`LocalScore::score`], optionally with the reference's clipping: the denoised
-    /// estimate x̂0 = (x - σ ε̂) / signal_scale is clamped to [-1, 1] before forming
-    /// s = -(x - signal_scale · x̂0) / σ² (identical to `score` when nothing clips).
+    /// The score like [`LocalScore::score`], optionally with the reference's clipping of the denoised
+    /// estimate to [-1, 1] ([`eps_to_clipped_score`]; identical to `score` when nothing clips).
     pub fn score_with(
         &self,
         x: &[f32],
@@ -479,11 +478,7 @@ impl LocalScore {
             return self.score_at(x, n, h, w, sigma, out);
         }
         self.predict_eps_at(x, n, h, w, sigma, out);
-        let a = self.arch.signal_scale_at(sigma);
-        out.par_iter_mut().zip(x.par_iter()).for_each(|(o, &x)| {
-            let x0 = ((x - sigma * *o) / a).clamp(-1.0, 1.0);
-            *o = -(x - a * x0) / (sigma * sigma);
-        });
+        eps_to_clipped_score(x, sigma, self.arch.signal_scale_at(sigma), out);
     }
 
     /// Saves to a safetensors file: one f32 tensor per layer, `layers.{i}.weight` `[c_out, c_in, 3, 3]`
@@ -674,6 +669,36 @@ pub fn train_local_score(
 mod tests {
     use super::*;
 
+    /// Central differences in f64 of one sample's loss |ε̂(x) - ε|² against the hand-written backward
+    /// pass, on every parameter.
+    fn assert_loss_gradient_matches_finite_differences(
+        shapes: &[ConvShape],
+        params: &[f64],
+        x: &[f64],
+        eps: &[f64],
+        h: usize,
+        w: usize,
+    ) {
+        let mut g = vec![0.0; params.len()];
+        sample_loss_grad(shapes, params, x, eps, h, w, &mut g);
+        let loss = |p: &[f64]| {
+            let (y, _) = forward_sample(shapes, p, x, h, w, false, Parallelism::None);
+            y.iter().zip(eps).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
+        };
+        let e = 1e-6;
+        for j in 0..params.len() {
+            let (mut a, mut b) = (params.to_vec(), params.to_vec());
+            a[j] += e;
+            b[j] -= e;
+            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
+            assert!(
+                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "param {j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+    }
+
     /// Central differences in f64 of the whole network's loss against the hand-written backward pass,
     /// on every parameter of a small net with wrapping dilations.
     #[test]
@@ -697,27 +722,7 @@ mod tests {
         let (h, w) = (5, 6);
         let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let mut g = vec![0.0; params.len()];
-        sample_loss_grad(&shapes, &params, &x, &eps, h, w, &mut g);
-        let loss = |p: &[f64]| {
-            let (y, _) = forward_sample(&shapes, p, &x, h, w, false, Parallelism::None);
-            y.iter()
-                .zip(&eps)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
-        };
-        let e = 1e-6;
-        for j in 0..params.len() {
-            let (mut a, mut b) = (params.clone(), params.clone());
-            a[j] += e;
-            b[j] -= e;
-            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
-            assert!(
-                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
-                "param {j}: fd {fd} vs {}",
-                g[j]
-            );
-        }
+        assert_loss_gradient_matches_finite_differences(&shapes, &params, &x, &eps, h, w);
     }
 
     #[test]
@@ -811,27 +816,7 @@ mod tests {
         let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let xin = with_constant_channel(&x, h * w, noise_feature(0.6) as f64);
-        let mut g = vec![0.0; params.len()];
-        sample_loss_grad(&shapes, &params, &xin, &eps, h, w, &mut g);
-        let loss = |p: &[f64]| {
-            let (y, _) = forward_sample(&shapes, p, &xin, h, w, false, Parallelism::None);
-            y.iter()
-                .zip(&eps)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
-        };
-        let e = 1e-6;
-        for j in 0..params.len() {
-            let (mut a, mut b) = (params.clone(), params.clone());
-            a[j] += e;
-            b[j] -= e;
-            let fd = (loss(&a) - loss(&b)) / (2.0 * e);
-            assert!(
-                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
-                "param {j}: fd {fd} vs {}",
-                g[j]
-            );
-        }
+        assert_loss_gradient_matches_finite_differences(&shapes, &params, &xin, &eps, h, w);
         // score = score_at(own level); another level gives another score.
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let (mut a, mut b, mut c) = (

@@ -6,10 +6,11 @@
 //! any f32 device has), device f32 (what training uses) and device f64 (which must agree to ~1e-12: a
 //! larger gap is a kernel bug, not rounding). Inputs are seeded, so reruns compare like with like.
 
+use super::fast::{loss_and_grads_in, Workspace};
 use super::flow::init_leaves;
 use super::score::score_loss_and_grads;
 use super::tape::{flow_forward, leaf_tensors, tensor2, BnMode, BnTangent, Real};
-use super::train::{dynamics_loss_and_grads, tangents, Divergence};
+use super::train::{dynamics_loss_and_grads, tangents, Divergence, DynamicsBatch};
 use super::{Arch, Network, ScoreModel, HIDDEN};
 use crate::science::rng::stream;
 use dfdx::prelude::*;
@@ -82,6 +83,22 @@ fn flow_case(network: Network, d: usize, n: usize, probes: usize, seed: u64) -> 
     }
 }
 
+impl FlowCase {
+    /// The case as one batch of the dynamics loss (batch-norm tangent: batched, as in training).
+    fn batch(&self) -> DynamicsBatch<'_> {
+        DynamicsBatch {
+            arch: &self.arch,
+            leaves: &self.leaves,
+            x: &self.x,
+            score: &self.score,
+            z: &self.z,
+            k: self.k,
+            scale: self.scale,
+            bn_tangent: BnTangent::Batched,
+        }
+    }
+}
+
 /// Everything compared for one flow case on one device and dtype.
 struct FlowOutputs {
     v: Vec<f64>,
@@ -106,17 +123,7 @@ fn flow_outputs<E: Real, D: Device<E>>(dev: &D, c: &FlowCase) -> FlowOutputs {
     );
     let v = pass.v.as_vec().iter().map(|e| e.f64()).collect();
     let tangent = pass.tv.as_vec().iter().map(|e| e.f64()).collect();
-    let step = dynamics_loss_and_grads::<E, D>(
-        dev,
-        &c.arch,
-        &c.leaves,
-        &c.x,
-        &c.score,
-        &c.z,
-        c.k,
-        c.scale,
-        BnTangent::Batched,
-    );
+    let step = dynamics_loss_and_grads::<E, D>(dev, &c.batch());
     FlowOutputs {
         v,
         tangent,
@@ -232,35 +239,12 @@ pub(crate) fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
 /// the taped dfdx graph on `dev`, and on the CPU's hand-written training path for comparison.
 pub fn bench_flow_step<D: Device<f32>>(dev: &D, n: usize, probes: usize, reps: usize) -> Value {
     let c = flow_case(Network::Kernel, 2, n, probes, 0);
-    let step = || {
-        dynamics_loss_and_grads::<f32, D>(
-            dev,
-            &c.arch,
-            &c.leaves,
-            &c.x,
-            &c.score,
-            &c.z,
-            c.k,
-            c.scale,
-            BnTangent::Batched,
-        )
-    };
     let dfdx_s = median_seconds(reps, || {
-        step();
+        dynamics_loss_and_grads::<f32, D>(dev, &c.batch());
     });
-    let mut ws = super::fast::Workspace::default();
+    let mut ws = Workspace::default();
     let cpu_fast_s = median_seconds(reps, || {
-        super::fast::loss_and_grads_in::<f32>(
-            &mut ws,
-            &c.arch,
-            &c.leaves,
-            &c.x,
-            &c.score,
-            &c.z,
-            c.k,
-            c.scale,
-            BnTangent::Batched,
-        );
+        loss_and_grads_in::<f32>(&mut ws, &c.batch());
     });
     json!({
         "case": {"network": "kernel", "d": 2, "batch": n, "probes": probes, "reps": reps},

@@ -52,7 +52,7 @@
 //! `do = dc - mean dc`.
 
 use super::tape::{BnTangent, Real};
-use super::train::DynamicsStep;
+use super::train::{DynamicsBatch, DynamicsStep};
 use super::{Arch, Network, BN_EPS, ENCODING_FREQUENCIES};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -706,51 +706,24 @@ pub(crate) fn flow_values<F: Fast>(
 
 /// [`loss_and_grads_in`] with fresh buffers.
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn loss_and_grads<F: Fast>(
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    score: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    mode: BnTangent,
-) -> DynamicsStep {
-    loss_and_grads_in::<F>(
-        &mut Workspace::default(),
-        arch,
-        leaves,
-        x,
-        score,
-        z,
-        k,
-        scale,
-        mode,
-    )
+pub(crate) fn loss_and_grads<F: Fast>(batch: &DynamicsBatch) -> DynamicsStep {
+    loss_and_grads_in::<F>(&mut Workspace::default(), batch)
 }
 
 /// The dynamics loss and its leaf gradients on one batch, computed in `F` (f64 for the batch-norm, the
 /// loss and the sum of the chunks' gradients) with the buffers of `ws`; same contract as
 /// [`super::train::dynamics_loss_and_grads`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn loss_and_grads_in<F: Fast>(
     ws: &mut Workspace<F>,
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    score: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    mode: BnTangent,
+    batch: &DynamicsBatch,
 ) -> DynamicsStep {
+    let (arch, z, k, mode) = (batch.arch, batch.z, batch.k, batch.bn_tangent);
     let d = arch.d;
-    let n = x.len() / d;
-    let layers = layers::<F>(arch, leaves);
-    let out = forward_chunks(ws, arch, &layers, x, z, k);
+    let n = batch.x.len() / d;
+    let layers = layers::<F>(arch, batch.leaves);
+    let out = forward_chunks(ws, arch, &layers, batch.x, z, k);
     let bn = bn_forward(&out, n, d, k, mode);
-    let (loss, d_o) = bn_loss_backward(&out, &bn, n, d, k, z, score, scale, mode);
+    let (loss, d_o) = bn_loss_backward(&out, &bn, n, d, k, z, batch.score, batch.scale, mode);
     let ranges = chunk_ranges(n);
     ws.chunks.par_iter_mut().zip(&ranges).for_each(|(ch, &r)| {
         gather_rows(&d_o, n, d, k + 1, r, &mut ch.dcur, F::of);

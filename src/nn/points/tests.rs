@@ -4,7 +4,7 @@
 use super::flow::init_leaves;
 use super::score::score_loss_and_grads;
 use super::tape::{flow_forward, leaf_tensors, tensor2, BnMode, BnTangent};
-use super::train::{dynamics_loss_and_grads, tangents, Divergence};
+use super::train::{dynamics_loss_and_grads, tangents, Divergence, DynamicsBatch};
 use super::*;
 use crate::science::points::{two_peaks, PointSet, TwoPeaksParams};
 use crate::science::rng::stream;
@@ -219,23 +219,10 @@ enum Imp {
     Fast,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn loss_grads_f64(
-    imp: Imp,
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    s: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    bt: BnTangent,
-) -> super::train::DynamicsStep {
+fn loss_grads_f64(imp: Imp, batch: &DynamicsBatch) -> super::train::DynamicsStep {
     match imp {
-        Imp::Dfdx => {
-            dynamics_loss_and_grads::<f64, _>(&Cpu::default(), arch, leaves, x, s, z, k, scale, bt)
-        }
-        Imp::Fast => super::fast::loss_and_grads::<f64>(arch, leaves, x, s, z, k, scale, bt),
+        Imp::Dfdx => dynamics_loss_and_grads::<f64, _>(&Cpu::default(), batch),
+        Imp::Fast => super::fast::loss_and_grads::<f64>(batch),
     }
 }
 
@@ -255,7 +242,17 @@ fn check_param_grads_with(imp: Imp, div: Divergence, net: Network) {
     } else {
         BnTangent::Batched
     };
-    let st = loss_grads_f64(imp, &arch, &leaves, &x, &s, &z, k, scale, bt);
+    let batch = DynamicsBatch {
+        arch: &arch,
+        leaves: &leaves,
+        x: &x,
+        score: &s,
+        z: &z,
+        k,
+        scale,
+        bn_tangent: bt,
+    };
+    let st = loss_grads_f64(imp, &batch);
     let h = 1e-6;
     let mut checked = 0;
     let mut bad = 0;
@@ -264,8 +261,22 @@ fn check_param_grads_with(imp: Imp, div: Divergence, net: Network) {
             let (mut lp, mut lm) = (leaves.clone(), leaves.clone());
             lp[li][j] += h;
             lm[li][j] -= h;
-            let fp = loss_grads_f64(imp, &arch, &lp, &x, &s, &z, k, scale, bt).loss;
-            let fm = loss_grads_f64(imp, &arch, &lm, &x, &s, &z, k, scale, bt).loss;
+            let fp = loss_grads_f64(
+                imp,
+                &DynamicsBatch {
+                    leaves: &lp,
+                    ..batch
+                },
+            )
+            .loss;
+            let fm = loss_grads_f64(
+                imp,
+                &DynamicsBatch {
+                    leaves: &lm,
+                    ..batch
+                },
+            )
+            .loss;
             let fd = (fp - fm) / (2.0 * h);
             let g = st.grads[li][j];
             if (fd - g).abs() > 1e-6 * (1.0 + g.abs()) {
@@ -430,8 +441,18 @@ fn fast_pass_matches_dfdx_graph() {
             let gmax = |g: &[Vec<f64>]| g.iter().fold(0.0f64, |m, v| m.max(maxabs(v)));
             close(&v0, &v1, 1e-11, "v");
             close(&tv0, &tv1, 1e-11, "tv");
-            let a = loss_grads_f64(Imp::Dfdx, &arch, &leaves, &x, &s, &z, k, scale, bt);
-            let b = loss_grads_f64(Imp::Fast, &arch, &leaves, &x, &s, &z, k, scale, bt);
+            let batch = DynamicsBatch {
+                arch: &arch,
+                leaves: &leaves,
+                x: &x,
+                score: &s,
+                z: &z,
+                k,
+                scale,
+                bn_tangent: bt,
+            };
+            let a = loss_grads_f64(Imp::Dfdx, &batch);
+            let b = loss_grads_f64(Imp::Fast, &batch);
             assert!(
                 (a.loss - b.loss).abs() < 1e-11 * a.loss,
                 "{} vs {}",
@@ -450,18 +471,16 @@ fn fast_pass_matches_dfdx_graph() {
             let x = randn(n * d, 25);
             let s = randn(n * d, 26);
             let (k, z, scale) = tangents(div, 10, n, d, &mut stream(27, "probes"));
-            let a = dynamics_loss_and_grads::<f32, _>(
-                &Cpu::default(),
-                &arch,
-                &leaves,
-                &x,
-                &s,
-                &z,
+            let batch = DynamicsBatch {
+                x: &x,
+                score: &s,
+                z: &z,
                 k,
                 scale,
-                bt,
-            );
-            let b = super::fast::loss_and_grads::<f32>(&arch, &leaves, &x, &s, &z, k, scale, bt);
+                ..batch
+            };
+            let a = dynamics_loss_and_grads::<f32, _>(&Cpu::default(), &batch);
+            let b = super::fast::loss_and_grads::<f32>(&batch);
             assert!(
                 (a.loss - b.loss).abs() < 1e-4 * a.loss,
                 "f32 loss {} vs {}",
@@ -521,16 +540,16 @@ fn fast_pass_is_thread_count_independent() {
                 .build()
                 .expect("pool")
                 .install(|| {
-                    super::fast::loss_and_grads::<f32>(
-                        &arch,
-                        &leaves,
-                        &x,
-                        &s,
-                        &z,
+                    super::fast::loss_and_grads::<f32>(&DynamicsBatch {
+                        arch: &arch,
+                        leaves: &leaves,
+                        x: &x,
+                        score: &s,
+                        z: &z,
                         k,
                         scale,
-                        BnTangent::Batched,
-                    )
+                        bn_tangent: BnTangent::Batched,
+                    })
                 })
         };
         let (a, b) = (run(1), run(2));
@@ -546,7 +565,7 @@ fn fast_pass_is_thread_count_independent() {
 fn batched_flow_is_bit_identical_to_per_point() {
     use crate::science::lyapunov::{
         bounded_starts, bounded_starts_of, largest_exponents, largest_exponents_of, BatchField,
-        TwoTrajectoryConfig,
+        StartSearch, TwoTrajectoryConfig,
     };
     for net in NETS {
         let d = 3;
@@ -575,7 +594,18 @@ fn batched_flow_is_bit_identical_to_per_point() {
         segments: 2,
     };
     // 20 starts: one full block of 16 and a partial one
-    let starts = bounded_starts(&one, 3, 20, 40, 0.1, 4.0, 400, 3);
+    let starts = bounded_starts(
+        &one,
+        3,
+        &StartSearch {
+            count: 20,
+            steps: 40,
+            dt: 0.1,
+            bound: 4.0,
+            max_candidates: 400,
+        },
+        3,
+    );
     assert_eq!(starts.len(), 20);
     let pool = |t: usize| {
         rayon::ThreadPoolBuilder::new()
@@ -585,7 +615,17 @@ fn batched_flow_is_bit_identical_to_per_point() {
     };
     for threads in [1, 2] {
         let (s2, l2) = pool(threads).install(|| {
-            let s = bounded_starts_of(&model.batched(), 20, 40, 0.1, 4.0, 400, 3);
+            let s = bounded_starts_of(
+                &model.batched(),
+                &StartSearch {
+                    count: 20,
+                    steps: 40,
+                    dt: 0.1,
+                    bound: 4.0,
+                    max_candidates: 400,
+                },
+                3,
+            );
             let l = largest_exponents_of(&model.batched(), &s, &cfg, 9);
             (s, l)
         });
@@ -605,7 +645,7 @@ fn batched_flow_is_bit_identical_to_per_point() {
 fn lyapunov_protocol_timing() {
     use crate::science::lyapunov::{
         bounded_starts_of, largest_exponents_of, spectrum_of, BatchField, Pointwise,
-        SpectrumConfig, TwoTrajectoryConfig,
+        SpectrumConfig, StartSearch, TwoTrajectoryConfig,
     };
     use crate::science::points::{lorenz, standardize, LorenzDataParams};
     use rayon::prelude::*;
@@ -643,7 +683,17 @@ fn lyapunov_protocol_timing() {
     type Out = (Vec<Vec<f64>>, Vec<f64>, Vec<Vec<f64>>);
     fn protocol<B: BatchField>(f: &B, two: &TwoTrajectoryConfig, spec: &SpectrumConfig) -> Out {
         let (t, c) = (Instant::now(), cpu());
-        let starts = bounded_starts_of(f, 64, 5000, 0.1, 4.0, 64 * 16, 0);
+        let starts = bounded_starts_of(
+            f,
+            &StartSearch {
+                count: 64,
+                steps: 5000,
+                dt: 0.1,
+                bound: 4.0,
+                max_candidates: 64 * 16,
+            },
+            0,
+        );
         let (t1, c1) = (Instant::now(), cpu());
         let l = largest_exponents_of(f, &starts, two, 0);
         let (t2, c2) = (Instant::now(), cpu());
@@ -764,7 +814,9 @@ fn lorenz_loss_decomposition() {
 #[test]
 #[ignore]
 fn timings() {
-    use crate::science::lyapunov::{bounded_starts, largest_exponents, TwoTrajectoryConfig};
+    use crate::science::lyapunov::{
+        bounded_starts, largest_exponents, StartSearch, TwoTrajectoryConfig,
+    };
     use crate::science::points::{lorenz, standardize, LorenzDataParams};
     use std::time::Instant;
     // median and minimum (the minimum is the better estimate on a machine shared with other jobs)
@@ -813,14 +865,19 @@ fn timings() {
                         let s = sm.score(&PointSet::new(n, d, x.clone()), 0.1);
                         let (k, z, sc) =
                             tangents(Divergence::Hutchinson, 10, n, d, &mut stream(i, "p"));
-                        let (x, s, bt) = (&x, &s.data, BnTangent::Batched);
+                        let batch = DynamicsBatch {
+                            arch: &arch,
+                            leaves: &fl,
+                            x: &x,
+                            score: &s.data,
+                            z: &z,
+                            k,
+                            scale: sc,
+                            bn_tangent: BnTangent::Batched,
+                        };
                         let st = match imp {
-                            Imp::Fast => super::fast::loss_and_grads_in::<f32>(
-                                &mut ws, &arch, &fl, x, s, &z, k, sc, bt,
-                            ),
-                            Imp::Dfdx => dynamics_loss_and_grads::<f32, _>(
-                                &dev, &arch, &fl, x, s, &z, k, sc, bt,
-                            ),
+                            Imp::Fast => super::fast::loss_and_grads_in::<f32>(&mut ws, &batch),
+                            Imp::Dfdx => dynamics_loss_and_grads::<f32, _>(&dev, &batch),
                         };
                         adam.step(&mut fl, &st.grads);
                         t.elapsed().as_secs_f64() * 1e3
@@ -838,7 +895,18 @@ fn timings() {
     let model = FlowModel::random(Network::Kernel, 3, 0, Some(&lz.head(4096)));
     let f = |x: &[f64], o: &mut [f64]| model.velocity_one(x, o);
     let t = Instant::now();
-    let starts = bounded_starts(&f, 3, 64, 5000, 0.1, 4.0, 512, 0);
+    let starts = bounded_starts(
+        &f,
+        3,
+        &StartSearch {
+            count: 64,
+            steps: 5000,
+            dt: 0.1,
+            bound: 4.0,
+            max_candidates: 512,
+        },
+        0,
+    );
     let t_starts = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let cfg = TwoTrajectoryConfig {

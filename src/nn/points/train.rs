@@ -156,6 +156,21 @@ pub(crate) fn tangents(
     }
 }
 
+/// One batch of the dynamics loss: the network, the noised points `x` `[n, d]`, the score at them,
+/// the tangent directions `z` `[k, n, d]` with their count `k` and the divergence estimate's `scale`,
+/// and how the output batch-norm is differentiated.
+#[derive(Clone, Copy)]
+pub(crate) struct DynamicsBatch<'a> {
+    pub arch: &'a Arch,
+    pub leaves: &'a [Vec<f64>],
+    pub x: &'a [f64],
+    pub score: &'a [f64],
+    pub z: &'a [f64],
+    pub k: usize,
+    pub scale: f64,
+    pub bn_tangent: BnTangent,
+}
+
 /// Output of one dynamics loss evaluation.
 pub(crate) struct DynamicsStep {
     pub loss: f64,
@@ -168,32 +183,25 @@ pub(crate) struct DynamicsStep {
 /// the taped dfdx graph of [`super::tape`]: the reference that tests hold the hand-written training path
 /// ([`super::fast::loss_and_grads_in`]) against.
 /// Generic over the device: `eqflow device-check` runs it on `Cuda` against `Cpu`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn dynamics_loss_and_grads<E: Real, D: Device<E>>(
     dev: &D,
-    arch: &Arch,
-    leaves: &[Vec<f64>],
-    x: &[f64],
-    score: &[f64],
-    z: &[f64],
-    k: usize,
-    scale: f64,
-    bn_tangent: BnTangent,
+    batch: &DynamicsBatch,
 ) -> DynamicsStep {
+    let (arch, z, k) = (batch.arch, batch.z, batch.k);
     let d = arch.d;
-    let n = x.len() / d;
-    let lt = leaf_tensors::<E, D>(dev, leaves);
-    let xt = tensor2::<E, D>(dev, x, n, d);
+    let n = batch.x.len() / d;
+    let lt = leaf_tensors::<E, D>(dev, batch.leaves);
+    let xt = tensor2::<E, D>(dev, batch.x, n, d);
     let tt = tensor2::<E, D>(dev, z, k * n, d);
     let z3: Tensor<(usize, usize, usize), E, D> =
         dev.tensor_from_vec(z.iter().map(|&v| E::of(v)).collect(), (k, n, d));
-    let s = tensor2::<E, D>(dev, score, n, d);
-    let pass = flow_forward(arch, &lt, &xt, &tt, k, &BnMode::Batch(bn_tangent));
+    let s = tensor2::<E, D>(dev, batch.score, n, d);
+    let pass = flow_forward(arch, &lt, &xt, &tt, k, &BnMode::Batch(batch.bn_tangent));
     let (batch_mean, batch_var) = pass
         .batch_stats
         .clone()
         .expect("batch mode returns statistics");
-    let loss = divergence_loss(pass, &z3, &s, scale);
+    let loss = divergence_loss(pass, &z3, &s, batch.scale);
     let value: f64 = Real::f64(loss.as_vec()[0]);
     let grads = loss.backward();
     let g = lt
@@ -238,26 +246,11 @@ impl LossPass {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &mut self,
-        arch: &Arch,
-        leaves: &[Vec<f64>],
-        x: &[f64],
-        score: &[f64],
-        z: &[f64],
-        k: usize,
-        scale: f64,
-        bn_tangent: BnTangent,
-    ) -> DynamicsStep {
+    fn run(&mut self, batch: &DynamicsBatch) -> DynamicsStep {
         match self {
-            LossPass::Cpu(ws) => super::fast::loss_and_grads_in::<f32>(
-                ws, arch, leaves, x, score, z, k, scale, bn_tangent,
-            ),
+            LossPass::Cpu(ws) => super::fast::loss_and_grads_in::<f32>(ws, batch),
             #[cfg(feature = "cuda")]
-            LossPass::Cuda(dev) => dynamics_loss_and_grads::<f32, Cuda>(
-                dev, arch, leaves, x, score, z, k, scale, bn_tangent,
-            ),
+            LossPass::Cuda(dev) => dynamics_loss_and_grads::<f32, Cuda>(dev, batch),
         }
     }
 }
@@ -327,7 +320,16 @@ pub fn train_dynamics_on(
             }
             let s = score.score(&xt, cfg.noise);
             let (k, z, scale) = tangents(cfg.divergence, cfg.probes, n, d, &mut rng);
-            let st = pass.run(&arch, &leaves, &xt.data, &s.data, &z, k, scale, bn_tangent);
+            let st = pass.run(&DynamicsBatch {
+                arch: &arch,
+                leaves: &leaves,
+                x: &xt.data,
+                score: &s.data,
+                z: &z,
+                k,
+                scale,
+                bn_tangent,
+            });
             if !st.loss.is_finite() {
                 bail!(
                     "dynamics training diverged at epoch {epoch}: loss {}",
