@@ -37,16 +37,11 @@ const TINY: &[&str] = &[
 ];
 
 fn args<'a>(first: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = first.to_vec();
-    v.extend_from_slice(TINY);
-    v.extend_from_slice(extra);
-    v
+    common::with_overrides(first, TINY, extra)
 }
 
 fn show(p: &Project, file: &str, stage: &str, extra: &[&str]) -> std::path::PathBuf {
-    let r = p.run(&args(&["show", file, stage], extra));
-    assert!(r.ok(), "show failed: {}", r.stderr);
-    std::path::PathBuf::from(r.stdout.trim())
+    p.show_with(file, stage, &args(&[], extra))
 }
 
 #[test]

@@ -71,10 +71,24 @@ impl Project {
 
     /// The entry directory of a stage, via `eqflow show`.
     pub fn show(&self, file: &str, stage: &str) -> PathBuf {
-        let r = self.run(&["show", file, stage]);
+        self.show_with(file, stage, &[])
+    }
+
+    /// The output folder of `stage` when the pipeline runs with `overrides` (`--set` flags, profiles).
+    pub fn show_with(&self, file: &str, stage: &str, overrides: &[&str]) -> PathBuf {
+        let r = self.run(&with_overrides(&["show", file, stage], overrides, &[]));
         assert!(r.ok(), "show failed: {}", r.stderr);
         PathBuf::from(r.stdout.trim())
     }
+}
+
+/// A command line: `first`, then the overrides a test shrinks a shipped pipeline with, then `extra`.
+pub fn with_overrides<'a>(
+    first: &[&'a str],
+    overrides: &[&'a str],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    [first, overrides, extra].concat()
 }
 
 pub struct Run {
