@@ -13,7 +13,9 @@ use super::InputArtifact;
 use crate::io::{read_tensors, TensorFile};
 use crate::nn::device::ComputeDevice;
 use crate::nn::ImageScore;
-use crate::render::{turing_image, FieldRange, RgbImage, TuringColors};
+use crate::render::{
+    scalar_map, turing_image, Colormap, FieldRange, Figure, ImageGrid, RgbImage, TuringColors,
+};
 use crate::science::gray_scott::{preset, GrayScottParams};
 use crate::science::skew_kernel::ConvKernel;
 
@@ -235,6 +237,41 @@ pub fn paper_image_px(field: &[f32], h: usize, w: usize, px: usize) -> anyhow::R
     let img = paper_image(field, h, w)?;
     let m = h.max(w);
     Ok(img.resize_nearest((px * w / m) as u32, (px * h / m) as u32))
+}
+
+/// The Δx/Δt map (the paper's Fig. 1 Turing panel): pattern `x0`, then the flow's `v` and the true
+/// Gray-Scott rates `r` per channel (u, v), on a diverging colour map; shared by every flow kind.
+pub fn flow_map_figure(
+    title: String,
+    x0: &[f32],
+    v: &[f32],
+    r: &[f32],
+    h: usize,
+    w: usize,
+) -> anyhow::Result<Figure> {
+    let hw = h * w;
+    let px = 220;
+    let mut cells = vec![paper_image_px(x0, h, w, px)?];
+    for (field, ch) in [(v, 0), (v, 1), (r, 0), (r, 1)] {
+        let (img, _) = scalar_map(
+            &field[ch * hw..(ch + 1) * hw],
+            h,
+            w,
+            Colormap::Diverging,
+            None,
+        )?;
+        cells.push(img.resize_nearest(px as u32, px as u32));
+    }
+    let labels = [
+        "pattern",
+        "flow: du/dt",
+        "flow: dv/dt",
+        "Gray-Scott: du/dt",
+        "Gray-Scott: dv/dt",
+    ];
+    Ok(ImageGrid::new(title, 5, cells)
+        .labels(Vec::new(), labels.iter().map(|l| l.to_string()).collect())
+        .into_figure(px as u32))
 }
 
 #[cfg(test)]

@@ -12,12 +12,12 @@
 
 use anyhow::Context;
 
-use super::image_common::{load_image_score_for, paper_image_px, ImageData};
+use super::image_common::{flow_map_figure, load_image_score_for, ImageData};
 use super::{spread, StageContext};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
 use crate::nn::conv::{train_image_flow_observed, ImageFlow, ImageFlowArch, ImageFlowConfig};
-use crate::render::{scalar_map, Colormap, Figure, ImageGrid, LinePlot, Series};
+use crate::render::{Figure, LinePlot, Series};
 use crate::science::gray_scott::{rhs, GrayScottParams};
 use crate::science::turing_eval::cosine;
 
@@ -308,39 +308,12 @@ fn curves_figure(preset: &str, train: &[f64], curve: &[CurvePoint]) -> anyhow::R
 /// The Δx/Δt map of the trained flow at one held-out pattern beside the true rates.
 fn flow_map(data: &ImageData, flow: &ImageFlow, x0: &[f32], r: &[f32]) -> anyhow::Result<Figure> {
     let (h, w) = (data.h, data.w);
-    let hw = h * w;
     let mut v = vec![0.0f32; x0.len()];
     flow.velocity(x0, 1, h, w, &mut v);
-    let px = 220;
-    let mut cells = vec![paper_image_px(x0, h, w, px)?];
-    for (field, ch) in [(&v[..], 0), (&v[..], 1), (r, 0), (r, 1)] {
-        let (img, _) = scalar_map(
-            &field[ch * hw..(ch + 1) * hw],
-            h,
-            w,
-            Colormap::Diverging,
-            None,
-        )?;
-        cells.push(img.resize_nearest(px as u32, px as u32));
-    }
-    Ok(ImageGrid::new(
-        format!(
-            "Δx/Δt of a held-out {} pattern: trained v vs Gray-Scott (cos {:+.2}; the sign of v is arbitrary)",
-            data.preset,
-            cosine(&v, r)
-        ),
-        5,
-        cells,
-    )
-    .labels(
-        Vec::new(),
-        vec![
-            "pattern".into(),
-            "flow: du/dt".into(),
-            "flow: dv/dt".into(),
-            "Gray-Scott: du/dt".into(),
-            "Gray-Scott: dv/dt".into(),
-        ],
-    )
-    .into_figure(px as u32))
+    let title = format!(
+        "Δx/Δt of a held-out {} pattern: trained v vs Gray-Scott (cos {:+.2}; the sign of v is arbitrary)",
+        data.preset,
+        cosine(&v, r)
+    );
+    flow_map_figure(title, x0, &v, r, h, w)
 }

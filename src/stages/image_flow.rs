@@ -6,7 +6,7 @@
 //! kernel, draws it as the paper's Fig. 8 grid of K[o,i] slices, and draws the Δx/Δt map: v(x) at a held-out
 //! pattern beside the true Gray-Scott (du/dt, dv/dt), with their cosine as a metric.
 
-use super::image_common::{load_image_score_for, paper_image_px, ImageData};
+use super::image_common::{flow_map_figure, load_image_score_for, ImageData};
 use super::{spread, StageContext};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
@@ -128,39 +128,11 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     k.apply(&s, h, w, &mut v);
     let phys: Vec<f32> = x0.iter().map(|x| 0.5 * (x + 1.0)).collect();
     let r = rhs(&data.params, &phys, h, w);
-    let hw = h * w;
-    let px = 220;
-    let mut cells = vec![paper_image_px(x0, h, w, px)?];
-    for (field, ch) in [(&v, 0), (&v, 1), (&r, 0), (&r, 1)] {
-        let (img, _) = scalar_map(
-            &field[ch * hw..(ch + 1) * hw],
-            h,
-            w,
-            Colormap::Diverging,
-            None,
-        )?;
-        cells.push(img.resize_nearest(px as u32, px as u32));
-    }
     let c0 = crate::science::turing_eval::cosine(&v, &r);
-    ImageGrid::new(
-        format!(
-            "Δx/Δt of a held-out {} pattern: v = K ⋆ s vs Gray-Scott (cos {c0:+.2})",
-            data.preset
-        ),
-        5,
-        cells,
-    )
-    .labels(
-        Vec::new(),
-        vec![
-            "pattern".into(),
-            "flow: du/dt".into(),
-            "flow: dv/dt".into(),
-            "Gray-Scott: du/dt".into(),
-            "Gray-Scott: dv/dt".into(),
-        ],
-    )
-    .into_figure(px as u32)
-    .save_png(&ctx.output("flow_map.png"))?;
+    let title = format!(
+        "Δx/Δt of a held-out {} pattern: v = K ⋆ s vs Gray-Scott (cos {c0:+.2})",
+        data.preset
+    );
+    flow_map_figure(title, x0, &v, &r, h, w)?.save_png(&ctx.output("flow_map.png"))?;
     Ok(())
 }
