@@ -184,6 +184,11 @@ impl<'a> StageContext<'a> {
     }
 }
 
+/// The mean of `v`, 0 for an empty list (a frame with no creatures, a rollout with no frames).
+pub(crate) fn mean_or_zero(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
 /// Summary statistics of a metric over seeds or patterns, as every reported number must carry its spread.
 pub fn spread(values: &[f64]) -> serde_json::Value {
     let n = values.len();

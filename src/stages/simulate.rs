@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand_distr::{Distribution, StandardNormal};
 
 use super::image_common::{load_image_score_for, load_kernel, paper_image_px, ImageData};
-use super::{spread, StageContext, StageKind};
+use super::{mean_or_zero, spread, StageContext, StageKind};
 use crate::config::{ParamSpec, Params};
 use crate::io::{write_tensors, Tensor};
 use crate::render::{side_by_side, write_gif, GifOptions, ImageGrid};
@@ -292,10 +292,10 @@ impl StageKind for Simulate {
         ctx.log(format!(
             "final EMA frames: spectrum distance to data {:.3} (initial patterns {:.3}), histogram TV {:.3}; \
              cos(flow displacement, {gs_total} Gray-Scott steps) {:+.3}",
-            mean(&spec),
-            mean(&spec_data),
-            mean(&hist),
-            mean(&cos)
+            mean_or_zero(&spec),
+            mean_or_zero(&spec_data),
+            mean_or_zero(&hist),
+            mean_or_zero(&cos)
         ));
 
         // Figure 3: rows initial / flow / Gray-Scott; columns patterns.
@@ -347,8 +347,4 @@ impl StageKind for Simulate {
         )?;
         Ok(())
     }
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }

@@ -11,7 +11,7 @@
 use anyhow::Context;
 
 use super::alife_common::{drawn_tracks, frame_with_tracks, read_png, Rollout};
-use super::{spread, StageContext, StageKind};
+use super::{mean_or_zero, spread, StageContext, StageKind};
 use crate::config::{ParamSpec, Params};
 use crate::io::write_json;
 use crate::render::{write_gif, Corner, Figure, GifOptions, ImagePanel};
@@ -117,9 +117,9 @@ impl StageKind for TrackKind {
             "`{}`: {} tracks per canvas ({} with at least {min_long} detections); {} creatures in the last frame \
              (training density predicts {expected:.1} on {h}x{w})",
             r.icon,
-            mean(&n_tracks),
-            mean(&long),
-            mean(&last_counts)
+            mean_or_zero(&n_tracks),
+            mean_or_zero(&long),
+            mean_or_zero(&last_counts)
         ));
 
         // The paper's panel: the last smoothed frame of each canvas (up to 4) with tracks and the inset.
@@ -190,8 +190,4 @@ impl StageKind for TrackKind {
         )?;
         Ok(())
     }
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
