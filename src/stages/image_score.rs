@@ -41,6 +41,7 @@ pub const IMAGE_ONLY: &[&str] = &[
     "heads",
     "validation",
     "timestep_max",
+    "prediction",
 ];
 
 /// The image parameters of `train_score`.
@@ -72,6 +73,12 @@ pub fn params() -> Vec<ParamSpec> {
         ParamSpec::float("warmup", 0.1, "(images) share of the steps warming the learning rate up (then cosine decay)").probability(),
         ParamSpec::float("grad_clip", 1.0, "(images) clip the gradient norm to this (0: no clipping)").min(0.0),
         ParamSpec::int("timestep_max", 0, "(images) 0: the score at `timestep` only; above it: a noise-conditional local score (σ as an input channel) trained from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 60, σ 0.92)").min(0.0).max(99.0),
+        ParamSpec::choice(
+            "prediction",
+            &["eps", "v"],
+            "eps",
+            "(images, local) what the network predicts: the noise ε, or v = sqrt(ā) ε - σ x0, which weights the clean image's error alike at every level (for noise-conditional models; the UNet always predicts v)",
+        ),
     ]
 }
 
@@ -232,6 +239,7 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
         seed: ctx.seed(),
         sigma_max: (p.usize("timestep_max") > p.usize("timestep"))
             .then(|| (1.0 - abar(p.usize("timestep_max"))).sqrt()),
+        v_prediction: p.str("prediction") == "v",
     };
     ctx.log(format!(
         "training the local score ({} channels, dilations {:?}) on {n} {}x{} `{}` fields: {} steps of batch {}, crop {:?}, σ {:.4}",

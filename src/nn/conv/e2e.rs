@@ -26,6 +26,7 @@ fn speed() {
         sigma: 0.235,
         signal_scale: 0.972,
         sigma_max: None,
+        v_prediction: false,
     };
     let m = LocalScore::init(arch, 0);
     for size in [64usize, 128] {
