@@ -175,6 +175,27 @@ fn tiny_alife_pipeline_produces_every_output() {
                 .len(),
             13
         );
+        // The shape check: measured on the 12 training canvases (32x32, 2-3 fireflies of 8-10 px, rarely
+        // touching), the detector finds about the dataset's density (over all its canvases) at the rollout's
+        // scale (x4), and the look is a firefly's:
+        // its red and cyan halves average out in every channel (pure red would be (1, -1, -1)).
+        let reference = v["reference_count"].as_f64().expect("reference count");
+        let expected = v["expected_count"].as_f64().expect("expected count");
+        assert!(
+            (0.8 * expected..1.1 * expected).contains(&reference),
+            "{reference} vs {expected}"
+        );
+        let colour: Vec<f64> = v["look"]["colour"]
+            .as_array()
+            .expect("look colour")
+            .iter()
+            .map(|c| c.as_f64().expect("number"))
+            .collect();
+        assert!(colour.iter().all(|c| c.abs() < 0.5), "{colour:?}");
+        let like = v["canvases"][0]["icon_like"].as_array().expect("per frame");
+        let all = v["canvases"][0]["detections"].as_array().expect("per frame");
+        assert_eq!(like.len(), all.len());
+        assert!(like.iter().zip(all).all(|(l, a)| l.as_u64() <= a.as_u64()));
         assert_png(&t.join("panel.png"));
         assert!(std::fs::read(t.join("tracks.gif"))
             .expect("gif")
@@ -184,7 +205,7 @@ fn tiny_alife_pipeline_produces_every_output() {
     let b = show(&p, &f, "behaviour");
     let m = metrics(&b);
     assert_eq!(m["runs"].as_u64(), Some(2));
-    for key in ["count", "count_start", "count_vs_expected"] {
+    for key in ["count", "count_start", "count_vs_expected", "icon_like"] {
         for s in ["mean", "std", "n"] {
             assert!(m[key][s].is_number(), "{key} lacks {s}: {m}");
         }
@@ -196,7 +217,9 @@ fn tiny_alife_pipeline_produces_every_output() {
     assert!(m["verdict"].as_str().expect("verdict").len() > 10);
     let text = std::fs::read_to_string(b.join("verdict.txt")).expect("verdict.txt");
     assert!(
-        text.contains("firefly") && text.contains("per run"),
+        text.contains("firefly")
+            && text.contains("per run")
+            && text.contains("with the training creatures' colour and size"),
         "{text}"
     );
     assert_png(&b.join("behaviour.png"));

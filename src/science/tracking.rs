@@ -53,6 +53,9 @@ pub struct Blob {
     pub area: usize,
     /// Mean creature-ness over the component.
     pub strength: f64,
+    /// Mean RGB colour in `[-1, 1]` over the component's pixels (filled holes included); zero when detected
+    /// in a bare creature-ness map ([`detect_in_map`]), which has no colours.
+    pub colour: [f64; 3],
 }
 
 /// Creature-ness `[H, W]` of an RGB frame `[3, H, W]` in `[-1, 1]`: `1 - min_c (x_c + 1) / 2`, clamped to
@@ -148,10 +151,20 @@ pub fn circular_mean(values: &[f64], wts: &[f64], period: f64) -> f64 {
     (s.atan2(c) / std::f64::consts::TAU * period).rem_euclid(period)
 }
 
-/// Detects creatures in an RGB frame `[3, H, W]` in `[-1, 1]` (see the module docs).
+/// Detects creatures in an RGB frame `[3, H, W]` in `[-1, 1]` (see the module docs), with their colours.
 pub fn detect(frame: &[f32], h: usize, w: usize, cfg: &DetectConfig) -> Vec<Blob> {
     let map = creatureness(frame, h, w);
-    detect_in_map(&map, h, w, cfg)
+    let n = h * w;
+    components(&map, h, w, cfg)
+        .into_iter()
+        .map(|p| {
+            let mut blob = blob_of(&map, &p, h, w, cfg);
+            for (c, colour) in blob.colour.iter_mut().enumerate() {
+                *colour = p.iter().map(|&i| frame[c * n + i] as f64).sum::<f64>() / p.len() as f64;
+            }
+            blob
+        })
+        .collect()
 }
 
 /// Fills holes of a creature mask: 4-connected background components other than the largest one and no
@@ -181,6 +194,15 @@ pub fn fill_holes(mask: &mut [bool], h: usize, w: usize, max_area: usize) {
 
 /// Detects creatures in a creature-ness map `[H, W]` (values in `[0, 1]`, background 0).
 pub fn detect_in_map(map: &[f32], h: usize, w: usize, cfg: &DetectConfig) -> Vec<Blob> {
+    components(map, h, w, cfg)
+        .iter()
+        .map(|p| blob_of(map, p, h, w, cfg))
+        .collect()
+}
+
+/// The pixel indices of every kept component of a creature-ness map (thresholded, holes filled, area
+/// window applied).
+fn components(map: &[f32], h: usize, w: usize, cfg: &DetectConfig) -> Vec<Vec<usize>> {
     let mut mask: Vec<bool> = map.iter().map(|&v| v > cfg.threshold).collect();
     fill_holes(&mut mask, h, w, cfg.max_area);
     let (labels, count) = label_components(&mask, h, w);
@@ -190,36 +212,107 @@ pub fn detect_in_map(map: &[f32], h: usize, w: usize, cfg: &DetectConfig) -> Vec
             pixels[l as usize].push(i);
         }
     }
-    let (hf, wf) = (h as f64, w as f64);
     pixels
         .into_iter()
         .filter(|p| (cfg.min_area..=cfg.max_area).contains(&p.len()))
-        .map(|p| {
-            let xs: Vec<f64> = p.iter().map(|&i| (i % w) as f64 + 0.5).collect();
-            let ys: Vec<f64> = p.iter().map(|&i| (i / w) as f64 + 0.5).collect();
-            // Filled holes weigh like the threshold, so a light half counts without dominating.
-            let wts: Vec<f64> = p
-                .iter()
-                .map(|&i| (map[i].max(cfg.threshold)) as f64)
-                .collect();
-            let (rx, ry) = (circular_mean(&xs, &wts, wf), circular_mean(&ys, &wts, hf));
-            let total: f64 = wts.iter().sum();
-            let mut cx = 0.0;
-            let mut cy = 0.0;
-            for k in 0..p.len() {
-                cx += wts[k] * wrap_delta(xs[k], rx, wf);
-                cy += wts[k] * wrap_delta(ys[k], ry, hf);
-            }
-            Blob {
-                centroid: [
-                    (rx + cx / total).rem_euclid(wf),
-                    (ry + cy / total).rem_euclid(hf),
-                ],
-                area: p.len(),
-                strength: total / p.len() as f64,
-            }
-        })
         .collect()
+}
+
+/// The blob of one component's pixels `p` (centroid, area, strength; colour left at zero).
+fn blob_of(map: &[f32], p: &[usize], h: usize, w: usize, cfg: &DetectConfig) -> Blob {
+    let (hf, wf) = (h as f64, w as f64);
+    let xs: Vec<f64> = p.iter().map(|&i| (i % w) as f64 + 0.5).collect();
+    let ys: Vec<f64> = p.iter().map(|&i| (i / w) as f64 + 0.5).collect();
+    // Filled holes weigh like the threshold, so a light half counts without dominating.
+    let wts: Vec<f64> = p
+        .iter()
+        .map(|&i| (map[i].max(cfg.threshold)) as f64)
+        .collect();
+    let (rx, ry) = (circular_mean(&xs, &wts, wf), circular_mean(&ys, &wts, hf));
+    let total: f64 = wts.iter().sum();
+    let mut cx = 0.0;
+    let mut cy = 0.0;
+    for k in 0..p.len() {
+        cx += wts[k] * wrap_delta(xs[k], rx, wf);
+        cy += wts[k] * wrap_delta(ys[k], ry, hf);
+    }
+    Blob {
+        centroid: [
+            (rx + cx / total).rem_euclid(wf),
+            (ry + cy / total).rem_euclid(hf),
+        ],
+        area: p.len(),
+        strength: total / p.len() as f64,
+        colour: [0.0; 3],
+    }
+}
+
+/// What the training creatures look like to the detector: the mean colour and the median area of the
+/// blobs found on training canvases with the same settings. A simulated blob "looks like" the creature when
+/// its mean colour is within [`CreatureLook::COLOUR_TOLERANCE`] of that colour and its area within a factor
+/// [`CreatureLook::AREA_FACTOR`] of that area — a shape check that needs no template matching, and that
+/// catches what goes wrong with an imperfect score: a firefly's red tail or cyan head alone (the colour of
+/// half the creature, half its area), clumps (twice the area), or texture.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CreatureLook {
+    /// Mean over training blobs of their mean RGB colour, in `[-1, 1]`.
+    pub colour: [f64; 3],
+    /// Median blob area on the training canvases, in pixels.
+    pub area: f64,
+    /// Training blobs measured.
+    pub blobs: usize,
+}
+
+impl CreatureLook {
+    /// Largest Euclidean RGB distance (in `[-1, 1]` units) to the training colour. A firefly's tail alone is
+    /// ~1.3 away, one that is 70 % tail ~0.5; training blobs of every built-in icon lie within 0.12.
+    pub const COLOUR_TOLERANCE: f64 = 0.45;
+    /// Largest ratio of areas, either way (training icons span 12-16 px: areas within ~1.8x).
+    pub const AREA_FACTOR: f64 = 2.0;
+
+    /// The look of the creatures in `blobs` (detected on training canvases); `None` without blobs.
+    pub fn from_blobs(blobs: &[Blob]) -> Option<Self> {
+        if blobs.is_empty() {
+            return None;
+        }
+        let n = blobs.len() as f64;
+        let mut colour = [0.0; 3];
+        for b in blobs {
+            for (c, v) in colour.iter_mut().zip(b.colour) {
+                *c += v / n;
+            }
+        }
+        let mut areas: Vec<f64> = blobs.iter().map(|b| b.area as f64).collect();
+        areas.sort_by(f64::total_cmp);
+        let m = areas.len() / 2;
+        let area = if areas.len() % 2 == 1 {
+            areas[m]
+        } else {
+            0.5 * (areas[m - 1] + areas[m])
+        };
+        Some(Self {
+            colour,
+            area,
+            blobs: blobs.len(),
+        })
+    }
+
+    /// Euclidean distance of a blob's mean colour to the training colour.
+    pub fn colour_distance(&self, b: &Blob) -> f64 {
+        self.colour
+            .iter()
+            .zip(b.colour)
+            .map(|(a, c)| (a - c).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Whether a blob has the training creatures' colour and size (see the type's docs).
+    pub fn matches(&self, b: &Blob) -> bool {
+        let ratio = b.area as f64 / self.area;
+        self.colour_distance(b) <= Self::COLOUR_TOLERANCE
+            && (1.0 / Self::AREA_FACTOR..=Self::AREA_FACTOR).contains(&ratio)
+    }
 }
 
 /// Linking settings.
@@ -595,6 +688,7 @@ mod tests {
             centroid: [x, 5.0],
             area: 10,
             strength: 1.0,
+            colour: [0.0; 3],
         };
         let dets = vec![
             vec![blob(10.0)],
@@ -626,6 +720,79 @@ mod tests {
         assert!((periodic_distance([1.0, 1.0], [79.0, 63.0], H, W) - 8f64.sqrt()).abs() < 1e-12);
         let m = circular_mean(&[79.0, 1.0], &[1.0, 1.0], 80.0);
         assert!(m < 1e-9 || (80.0 - m) < 1e-9, "{m}");
+    }
+
+    /// The look measured on some training canvases recognises the creatures of other canvases (>= 90 % of
+    /// their blobs, every built-in icon), and rejects a firefly's red tail alone (its cyan head painted
+    /// white) and a single-colour dot of the right size.
+    #[test]
+    fn creature_look_accepts_training_creatures_and_rejects_halves() {
+        use crate::science::icons::{generate_canvases, BuiltinIcon, CanvasConfig, IconSource};
+        let cfg = CanvasConfig {
+            height: 64,
+            width: 64,
+            icons: (3, 5),
+            icon_size: (12, 16),
+            ..Default::default()
+        };
+        let det = DetectConfig::default();
+        let blobs_of = |canvases: &[crate::science::icons::Canvas]| -> Vec<Blob> {
+            canvases
+                .iter()
+                .flat_map(|cv| detect(&cv.data, 64, 64, &det))
+                .collect()
+        };
+        for kind in BuiltinIcon::ALL {
+            let src = IconSource::Builtin(kind);
+            let look =
+                CreatureLook::from_blobs(&blobs_of(&generate_canvases(&src, &cfg, 1, 0, 16)))
+                    .expect("training blobs");
+            let other = blobs_of(&generate_canvases(&src, &cfg, 2, 0, 16));
+            let share =
+                other.iter().filter(|b| look.matches(b)).count() as f64 / other.len() as f64;
+            assert!(
+                share >= 0.9,
+                "{}: {share} of {} blobs match {look:?}",
+                kind.name(),
+                other.len()
+            );
+            if kind == BuiltinIcon::Firefly {
+                let n = 64 * 64;
+                let tails: Vec<Blob> = generate_canvases(&src, &cfg, 2, 0, 16)
+                    .into_iter()
+                    .flat_map(|mut cv| {
+                        for i in 0..n {
+                            if cv.data[i] < 0.0 {
+                                for c in 0..3 {
+                                    cv.data[c * n + i] = 1.0;
+                                }
+                            }
+                        }
+                        detect(&cv.data, 64, 64, &det)
+                    })
+                    .collect();
+                assert!(tails.len() > 20);
+                assert!(
+                    tails.iter().all(|b| !look.matches(b)),
+                    "a red tail alone passed as a firefly"
+                );
+                // A disc of the creature's area in one colour (red): the right size, the wrong look.
+                let mut disc = vec![1.0f32; 3 * n];
+                let r2 = look.area / std::f64::consts::PI;
+                for i in 0..n {
+                    let (y, x) = ((i / 64) as f64 - 31.5, (i % 64) as f64 - 31.5);
+                    if x * x + y * y <= r2 {
+                        disc[n + i] = -1.0;
+                        disc[2 * n + i] = -1.0;
+                    }
+                }
+                let d = detect(&disc, 64, 64, &det);
+                assert_eq!(d.len(), 1);
+                let ratio = d[0].area as f64 / look.area;
+                assert!((0.8..1.25).contains(&ratio), "{ratio}");
+                assert!(!look.matches(&d[0]));
+            }
+        }
     }
 
     #[test]

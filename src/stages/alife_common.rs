@@ -15,7 +15,7 @@ use super::image_flow::{kernel_figure, kernel_for};
 use super::{InputArtifact, StageContext};
 use crate::io::{read_tensors, write_json};
 use crate::render::{draw_tracks, rgb_canvas, FieldRange, RgbImage, Track as DrawnTrack, PALETTE};
-use crate::science::tracking::Track;
+use crate::science::tracking::{detect, CreatureLook, DetectConfig, Track};
 
 /// `training_free` on an `icons` dataset: writes the skew channel-mixing kernel over the RGB channels.
 pub fn training_free_icons(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<()> {
@@ -79,6 +79,10 @@ pub struct Rollout {
     pub train_size: usize,
     /// Training creatures per canvas.
     pub train_icons: f64,
+    /// Training canvases `[R, 3, train_size, train_size]`, flat.
+    pub reference: Vec<f32>,
+    /// R.
+    pub reference_canvases: usize,
 }
 
 impl Rollout {
@@ -107,6 +111,12 @@ impl Rollout {
                 .with_context(|| format!("frames metadata `{k}`"))
         };
         let (shape, ema) = file.f32("ema", 5)?;
+        let (ref_shape, reference) = file.f32("reference", 4).with_context(|| {
+            format!(
+                "input `{}` has no training canvases (`reference`): rerun it with this version of eqflow",
+                input.stage
+            )
+        })?;
         Ok(Self {
             ema,
             frames: shape[0],
@@ -118,7 +128,36 @@ impl Rollout {
             icon: meta.get("preset").cloned().unwrap_or_default(),
             train_size: num("train_size")? as usize,
             train_icons: num("train_icons_per_canvas")?,
+            reference,
+            reference_canvases: ref_shape[0],
         })
+    }
+
+    /// What a creature looks like to the detector `det`, measured on the training canvases; `None` if
+    /// none was found there (a detector setting that misses the creatures).
+    pub fn creature_look(&self, det: &DetectConfig) -> Option<CreatureLook> {
+        let len = 3 * self.train_size * self.train_size;
+        let blobs: Vec<_> = self
+            .reference
+            .chunks(len)
+            .take(self.reference_canvases)
+            .flat_map(|c| detect(c, self.train_size, self.train_size, det))
+            .collect();
+        CreatureLook::from_blobs(&blobs)
+    }
+
+    /// Blobs per training canvas with detector `det`, scaled to this canvas: the count a perfect rollout
+    /// would show (below [`Self::expected_count`] where touching icons merge).
+    pub fn reference_count(&self, det: &DetectConfig) -> f64 {
+        let len = 3 * self.train_size * self.train_size;
+        let blobs: usize = self
+            .reference
+            .chunks(len)
+            .take(self.reference_canvases)
+            .map(|c| detect(c, self.train_size, self.train_size, det).len())
+            .sum();
+        blobs as f64 / self.reference_canvases.max(1) as f64 * (self.h * self.w) as f64
+            / (self.train_size * self.train_size) as f64
     }
 
     /// Frame `t` of canvas `p`, `[3, H, W]`.

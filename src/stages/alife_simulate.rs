@@ -13,8 +13,9 @@
 //!
 //! Only the display frames are kept: the Tweedie-denoised frames smoothed by an EMA, every `every` steps,
 //! which is what creatures are tracked in. The metadata carries what the tracker and the behaviour
-//! evaluation need (frame interval, the training canvas and its creature density), and the creature's
-//! picture (`icon.png`) is passed on for the figures' inset.
+//! evaluation need (frame interval, the training canvas and its creature density), the first training
+//! canvases (`reference`: what a creature should look like, for the tracker's shape check), and the
+//! creature's picture (`icon.png`) is passed on for the figures' inset.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,9 @@ use crate::science::sde::{
     anneal_levels, annealed_start, heun_sde, AnnealConfig, FieldShape, FrameEma, FrameKind,
     SdeConfig,
 };
+
+/// Training canvases passed on as `reference` (64 canvases of 64x64 hold ~250 creatures).
+const REFERENCE_CANVASES: usize = 64;
 
 /// Rolls creatures out of noise.
 pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
@@ -177,7 +181,17 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     }
     let t = emas.len() / (n * len);
     let last = emas[(t - 1) * n * len..].to_vec();
+    // What the creatures should look like, for the tracker's shape check: the first training canvases.
+    let train = data.train()?;
+    let n_ref = (train.len() / data.item_len()).min(REFERENCE_CANVASES);
     let tensors = BTreeMap::from([
+        (
+            "reference".to_string(),
+            Tensor::F32 {
+                shape: vec![n_ref, 3, data.h, data.w],
+                data: train[..n_ref * data.item_len()].to_vec(),
+            },
+        ),
         (
             "ema".to_string(),
             Tensor::F32 {

@@ -16,7 +16,7 @@ use crate::io::{read_json, write_json};
 use crate::render::{Figure, LinePlot, Series};
 use crate::science::behaviour::{
     bands_over_seeds, behaviour_series, over_seeds, summarize_last_half, verdict, BehaviourConfig,
-    BehaviourSeries, Summary, Thresholds,
+    BehaviourSeries, Stat, Summary, Thresholds,
 };
 use crate::science::tracking::Track;
 
@@ -34,7 +34,7 @@ impl StageKind for EvaluateBehaviour {
         "evaluate_behaviour"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "Artificial life: per frame, the number of creatures, mean speed, polarisation, nearest-neighbour \
@@ -113,6 +113,10 @@ impl StageKind for EvaluateBehaviour {
         };
         let mut runs = Vec::new();
         let (mut icon, mut expected, mut frame_time) = (String::new(), f64::NAN, 1.0);
+        let mut reference = f64::NAN;
+        // Per run: creatures per frame that pass the tracker's shape check (colour and size of the
+        // training creatures), when the tracks carry it.
+        let mut like_series: Vec<Vec<f64>> = Vec::new();
         for a in ctx.input_list("tracks")? {
             if a.kind != "track" {
                 anyhow::bail!(
@@ -133,6 +137,7 @@ impl StageKind for EvaluateBehaviour {
             );
             icon = v["icon"].as_str().unwrap_or_default().to_string();
             expected = num("expected_count")?;
+            reference = v["reference_count"].as_f64().unwrap_or(f64::NAN);
             frame_time = num("every")? * num("dt")?;
             let canvases = v["canvases"]
                 .as_array()
@@ -155,6 +160,9 @@ impl StageKind for EvaluateBehaviour {
                 } else {
                     a.stage.clone()
                 };
+                if let Some(like) = canvas["icon_like"].as_array() {
+                    like_series.push(like.iter().filter_map(serde_json::Value::as_f64).collect());
+                }
                 runs.push(Run {
                     label,
                     series: behaviour_series(&tracks, t, h, w, &cfg),
@@ -179,6 +187,21 @@ impl StageKind for EvaluateBehaviour {
             summaries.iter().map(f).filter(|x| x.is_finite()).collect()
         };
         let counts = col(|s| s.count.mean);
+        // The shape check over the same last half of each run as the other statistics.
+        let last_half_mean = |v: &[f64]| -> f64 {
+            let tail = &v[v.len() / 2..];
+            tail.iter().sum::<f64>() / tail.len().max(1) as f64
+        };
+        let like: Vec<f64> = like_series.iter().map(|v| last_half_mean(v)).collect();
+        let like_share: Vec<f64> = like
+            .iter()
+            .zip(&counts)
+            .filter(|(_, &c)| c > 0.0)
+            .map(|(l, c)| l / c)
+            .collect();
+        ctx.metric("icon_like", spread(&like));
+        ctx.metric("icon_like_share", spread(&like_share));
+        ctx.metric("reference_count", reference);
         ctx.metric("runs", n);
         ctx.metric("count_start", spread(&col(|s| s.count_start.mean)));
         ctx.metric("count", spread(&counts));
@@ -209,9 +232,20 @@ impl StageKind for EvaluateBehaviour {
             .collect::<Result<_, _>>()?;
         ctx.metric("verdict_kinds", kinds);
 
+        let shape = if like.is_empty() {
+            String::new()
+        } else {
+            let (m, sd) = (Stat::of(&like), Stat::of(&like_share));
+            format!(
+                "\n  of them {} with the training creatures' colour and size ({} of all; the detector finds {reference:.1} \
+                 on training canvases at this scale)",
+                m.show(1),
+                sd.show(2)
+            )
+        };
         let mut text = format!(
             "`{icon}` over {n} runs (last half of each run; ± over runs; frame = {frame_time} time units):\n  {}\n  \
-             creatures {} per canvas (training density predicts {expected:.1})\n\nper run:\n",
+             creatures {} per canvas (training density predicts {expected:.1}){shape}\n\nper run:\n",
             overall.text,
             all.count.show(1),
         );
@@ -244,6 +278,16 @@ impl StageKind for EvaluateBehaviour {
         let who = format!("mean ± std over {n} runs");
         let mut count = LinePlot::new("creatures (emergence)", "SDE time", "creatures per canvas")
             .series(band(0, &who));
+        if like_series.len() == n && like_series.iter().all(|v| v.len() == len) {
+            let mean: Vec<f64> = (0..len)
+                .map(|f| like_series.iter().map(|v| v[f]).sum::<f64>() / n as f64)
+                .collect();
+            count = count.series(Series::new(
+                "with the creature's colour and size",
+                time.clone(),
+                mean,
+            ));
+        }
         if expected.is_finite() {
             count = count.series(flat("training density", expected));
         }

@@ -32,7 +32,7 @@ impl StageKind for Simulate {
         "simulate"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "Images: rolls held-out patterns forward with the training-free flow's SDE (stochastic Heun, \
@@ -74,8 +74,8 @@ impl StageKind for Simulate {
             ("rollout.gif", "the first pattern's rollout (EMA of denoised frames) beside Gray-Scott"),
             (
                 "frames.safetensors (icons)",
-                "`ema` [T, P, 3, H, W] EMA of denoised frames, `final_state` [P, 3, H, W]; metadata: frame interval, \
-                 training canvas and density",
+                "`ema` [T, P, 3, H, W] EMA of denoised frames, `final_state` [P, 3, H, W], `reference` [R, 3, h, w] \
+                 training canvases (what a creature looks like); metadata: frame interval, training canvas and density",
             ),
             ("final.png", "(icons) the last smoothed frame of every canvas"),
             ("icon.png", "(icons) the creature, passed on for insets"),

@@ -25,7 +25,7 @@ impl StageKind for TrackKind {
         "track"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "Artificial life: detects creatures (blobs clearly not white, periodic, holes filled) in a creature \
@@ -80,6 +80,10 @@ impl StageKind for TrackKind {
         let mut canvases = Vec::new();
         let mut all_tracks: Vec<Vec<Track>> = Vec::new();
         let (mut n_tracks, mut last_counts, mut long) = (Vec::new(), Vec::new(), Vec::new());
+        // The shape check: blobs with the training creatures' colour and size (science::tracking::CreatureLook).
+        let look = r.creature_look(&det);
+        let reference_count = r.reference_count(&det);
+        let (mut last_like, mut last_share) = (Vec::new(), Vec::new());
         let min_long = (t / 10).max(5);
         for c in 0..r.canvases {
             let frames: Vec<Vec<f32>> = (0..t).map(|f| r.frame(f, c).to_vec()).collect();
@@ -88,6 +92,21 @@ impl StageKind for TrackKind {
             n_tracks.push(tracks.len() as f64);
             long.push(tracks.iter().filter(|tr| tr.len() >= min_long).count() as f64);
             last_counts.push(*counts.last().expect("at least one frame") as f64);
+            let like: Vec<usize> = dets
+                .iter()
+                .map(|d| match &look {
+                    Some(look) => d.iter().filter(|b| look.matches(b)).count(),
+                    None => 0,
+                })
+                .collect();
+            let (n_like, n_all) = (
+                *like.last().expect("a frame"),
+                *counts.last().expect("a frame"),
+            );
+            last_like.push(n_like as f64);
+            if n_all > 0 {
+                last_share.push(n_like as f64 / n_all as f64);
+            }
             let json_tracks: Vec<serde_json::Value> = tracks
                 .iter()
                 .map(|tr| {
@@ -97,7 +116,9 @@ impl StageKind for TrackKind {
                     })
                 })
                 .collect();
-            canvases.push(serde_json::json!({ "detections": counts, "tracks": json_tracks }));
+            canvases.push(serde_json::json!({
+                "detections": counts, "icon_like": like, "tracks": json_tracks,
+            }));
             all_tracks.push(tracks);
         }
         let expected = r.expected_count();
@@ -106,20 +127,33 @@ impl StageKind for TrackKind {
             &serde_json::json!({
                 "icon": r.icon, "height": h, "width": w, "frames": t, "every": r.every, "dt": r.dt,
                 "train_size": r.train_size, "train_icons_per_canvas": r.train_icons,
-                "expected_count": expected, "detect": det, "link": link, "canvases": canvases,
+                "expected_count": expected, "reference_count": reference_count, "look": look,
+                "detect": det, "link": link, "canvases": canvases,
             }),
         )?;
+        if look.is_none() {
+            ctx.log(format!(
+                "warning: no creature found on the {} training canvases with threshold {} and areas {}-{}: the \
+                 shape check counts nothing",
+                r.reference_canvases, det.threshold, det.min_area, det.max_area
+            ));
+        }
         ctx.metric("tracks", spread(&n_tracks));
         ctx.metric("tracks_long", spread(&long));
         ctx.metric("count_last_frame", spread(&last_counts));
         ctx.metric("expected_count", expected);
+        ctx.metric("reference_count", reference_count);
+        ctx.metric("icon_like_last_frame", spread(&last_like));
+        ctx.metric("icon_like_share", spread(&last_share));
         ctx.log(format!(
-            "`{}`: {} tracks per canvas ({} with at least {min_long} detections); {} creatures in the last frame \
-             (training density predicts {expected:.1} on {h}x{w})",
+            "`{}`: {} tracks per canvas ({} with at least {min_long} detections); {} creatures in the last frame, \
+             {} of them with the training creatures' colour and size (training density predicts {expected:.1} on \
+             {h}x{w}; the detector finds {reference_count:.1} on training canvases at that scale)",
             r.icon,
             mean_or_zero(&n_tracks),
             mean_or_zero(&long),
-            mean_or_zero(&last_counts)
+            mean_or_zero(&last_counts),
+            mean_or_zero(&last_like),
         ));
 
         // The paper's panel: the last smoothed frame of each canvas (up to 4) with tracks and the inset.
