@@ -193,7 +193,9 @@ fn tiny_alife_pipeline_produces_every_output() {
             .collect();
         assert!(colour.iter().all(|c| c.abs() < 0.5), "{colour:?}");
         let like = v["canvases"][0]["icon_like"].as_array().expect("per frame");
-        let all = v["canvases"][0]["detections"].as_array().expect("per frame");
+        let all = v["canvases"][0]["detections"]
+            .as_array()
+            .expect("per frame");
         assert_eq!(like.len(), all.len());
         assert!(like.iter().zip(all).all(|(l, a)| l.as_u64() <= a.as_u64()));
         assert_png(&t.join("panel.png"));
