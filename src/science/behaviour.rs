@@ -197,7 +197,7 @@ pub fn angular_momentum(items: &[([f64; 2], [f64; 2])], h: usize, w: usize) -> f
 pub struct Stat {
     /// Mean (NaN when n = 0).
     pub mean: f64,
-    /// Population standard deviation (0 for one value, NaN when n = 0).
+    /// Sample standard deviation, n - 1 (0 for one value, NaN when n = 0).
     pub std: f64,
     /// Finite values used.
     pub n: usize,
@@ -215,7 +215,9 @@ impl Stat {
             };
         }
         let m = f.iter().sum::<f64>() / f.len() as f64;
-        let var = f.iter().map(|x| (x - m).powi(2)).sum::<f64>() / f.len() as f64;
+        // The sample standard deviation (n - 1), as every stage's `spread` metric, so that a verdict's
+        // "± s" and the metrics agree; 0 for one value.
+        let var = f.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (f.len().max(2) - 1) as f64;
         Self {
             mean: m,
             std: var.sqrt(),
@@ -672,7 +674,8 @@ mod tests {
         let both = over_seeds(&[a, b]);
         assert_eq!(both.over, "2 seeds");
         assert!(both.angular_momentum.mean.abs() < 1e-6);
-        assert!((both.angular_momentum.std - 1.0).abs() < 0.01);
+        // Sample std of (+1, -1): sqrt(2).
+        assert!((both.angular_momentum.std - 2f64.sqrt()).abs() < 0.01);
         let bands = bands_over_seeds(&[
             behaviour_series(
                 &ring(4, [64.0, 64.0], 10.0, 0.1, 5),
@@ -684,6 +687,7 @@ mod tests {
             behaviour_series(&[], 5, S, S, &BehaviourConfig::default()),
         ]);
         assert_eq!(bands[0].mean, vec![2.0; 5]);
-        assert_eq!(bands[0].std, vec![2.0; 5]);
+        // Counts 4 and 0: sample std sqrt(8).
+        assert_eq!(bands[0].std, vec![8f64.sqrt(); 5]);
     }
 }
