@@ -133,31 +133,23 @@ impl Rollout {
         })
     }
 
-    /// What a creature looks like to the detector `det`, measured on the training canvases; `None` if
-    /// none was found there (a detector setting that misses the creatures).
-    pub fn creature_look(&self, det: &DetectConfig) -> Option<CreatureLook> {
-        let len = 3 * self.train_size * self.train_size;
+    /// The training creatures as the detector `det` sees them, from one pass over the training canvases:
+    /// their look (`None` if none was found there: a detector setting that misses the creatures) and the
+    /// blobs per training canvas scaled to this canvas — the count a perfect rollout would show (below
+    /// [`Self::expected_count`] where touching icons merge).
+    pub fn creature_reference(&self, det: &DetectConfig) -> (Option<CreatureLook>, f64) {
+        let side = self.train_size;
         let blobs: Vec<_> = self
             .reference
-            .chunks(len)
+            .chunks(3 * side * side)
             .take(self.reference_canvases)
-            .flat_map(|c| detect(c, self.train_size, self.train_size, det))
+            .flat_map(|c| detect(c, side, side, det))
             .collect();
-        CreatureLook::from_blobs(&blobs)
-    }
-
-    /// Blobs per training canvas with detector `det`, scaled to this canvas: the count a perfect rollout
-    /// would show (below [`Self::expected_count`] where touching icons merge).
-    pub fn reference_count(&self, det: &DetectConfig) -> f64 {
-        let len = 3 * self.train_size * self.train_size;
-        let blobs: usize = self
-            .reference
-            .chunks(len)
-            .take(self.reference_canvases)
-            .map(|c| detect(c, self.train_size, self.train_size, det).len())
-            .sum();
-        blobs as f64 / self.reference_canvases.max(1) as f64 * (self.h * self.w) as f64
-            / (self.train_size * self.train_size) as f64
+        let per_canvas = blobs.len() as f64 / self.reference_canvases.max(1) as f64;
+        (
+            CreatureLook::from_blobs(&blobs),
+            per_canvas * (self.h * self.w) as f64 / (side * side) as f64,
+        )
     }
 
     /// Frame `t` of canvas `p`, `[3, H, W]`.

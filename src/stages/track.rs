@@ -81,8 +81,7 @@ impl StageKind for TrackKind {
         let mut all_tracks: Vec<Vec<Track>> = Vec::new();
         let (mut n_tracks, mut last_counts, mut long) = (Vec::new(), Vec::new(), Vec::new());
         // The shape check: blobs with the training creatures' colour and size (science::tracking::CreatureLook).
-        let look = r.creature_look(&det);
-        let reference_count = r.reference_count(&det);
+        let (look, reference_count) = r.creature_reference(&det);
         let (mut last_like, mut last_share) = (Vec::new(), Vec::new());
         let min_long = (t / 10).max(5);
         for c in 0..r.canvases {
