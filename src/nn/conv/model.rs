@@ -700,6 +700,19 @@ pub fn train_local_score(
 mod tests {
     use super::*;
 
+    /// A small VP-scaled single-level architecture, dilations [1, 2, 1], at the flow's level σ 0.235.
+    fn tiny_arch(channels: usize, width: usize) -> LocalScoreArch {
+        LocalScoreArch {
+            channels,
+            width,
+            dilations: vec![1, 2, 1],
+            sigma: 0.235,
+            signal_scale: 0.972,
+            sigma_max: None,
+            v_prediction: false,
+        }
+    }
+
     /// Central differences in f64 of one sample's loss |ε̂(x) - ε|² against the hand-written backward
     /// pass, on every parameter.
     fn assert_loss_gradient_matches_finite_differences(
@@ -759,15 +772,7 @@ mod tests {
 
     #[test]
     fn clipped_score_matches_plain_score_when_nothing_clips() {
-        let arch = LocalScoreArch {
-            channels: 2,
-            width: 4,
-            dilations: vec![1, 2, 1],
-            sigma: 0.235,
-            signal_scale: 0.972,
-            sigma_max: None,
-            v_prediction: false,
-        };
+        let arch = tiny_arch(2, 4);
         let m = LocalScore::init(arch, 1);
         let x: Vec<f32> = (0..2 * 8 * 8)
             .map(|i| 0.3 * ((i as f32) * 0.37).sin())
@@ -783,15 +788,7 @@ mod tests {
 
     #[test]
     fn save_load_roundtrip() {
-        let arch = LocalScoreArch {
-            channels: 2,
-            width: 4,
-            dilations: vec![1, 2, 1],
-            sigma: 0.235,
-            signal_scale: 0.972,
-            sigma_max: None,
-            v_prediction: false,
-        };
+        let arch = tiny_arch(2, 4);
         let m = LocalScore::init(arch, 1);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.safetensors");
@@ -829,13 +826,8 @@ mod tests {
     #[test]
     fn conditional_network_gradient_matches_finite_differences() {
         let arch = LocalScoreArch {
-            channels: 2,
-            width: 3,
-            dilations: vec![1, 2, 1],
-            sigma: 0.235,
-            signal_scale: 0.972,
             sigma_max: Some(0.9),
-            v_prediction: false,
+            ..tiny_arch(2, 3)
         };
         assert_eq!(arch.input_channels(), 3);
         assert!((arch.signal_scale_at(0.6) - 0.8).abs() < 1e-6);
@@ -873,13 +865,9 @@ mod tests {
     #[test]
     fn v_prediction_reads_output_as_v_and_learns_the_clean_image_at_high_noise() {
         let arch = LocalScoreArch {
-            channels: 3,
-            width: 4,
-            dilations: vec![1, 2, 1],
-            sigma: 0.235,
-            signal_scale: 0.972,
             sigma_max: Some(0.92),
             v_prediction: true,
+            ..tiny_arch(3, 4)
         };
         let mut m = LocalScore::init(arch.clone(), 3);
         let last = m.arch.shapes().last().unwrap().param_len();
@@ -975,15 +963,7 @@ mod tests {
     /// `sigma_max` key), so existing Turing checkpoints stay bit-identical.
     #[test]
     fn conditional_checkpoint_roundtrip_and_single_level_json_unchanged() {
-        let mut arch = LocalScoreArch {
-            channels: 3,
-            width: 4,
-            dilations: vec![1, 2, 1],
-            sigma: 0.235,
-            signal_scale: 0.972,
-            sigma_max: None,
-            v_prediction: false,
-        };
+        let mut arch = tiny_arch(3, 4);
         assert!(!serde_json::to_string(&arch).unwrap().contains("sigma_max"));
         arch.sigma_max = Some(0.92);
         let m = LocalScore::init(arch, 1);
