@@ -83,6 +83,8 @@ pub struct Rollout {
     pub reference: Vec<f32>,
     /// R.
     pub reference_canvases: usize,
+    /// The first frames come from the annealed start (noise levels, not SDE time); 0 without one.
+    pub burn_in_frames: usize,
 }
 
 impl Rollout {
@@ -130,6 +132,12 @@ impl Rollout {
             train_icons: num("train_icons_per_canvas")?,
             reference,
             reference_canvases: ref_shape[0],
+            burn_in_frames: meta
+                .get("burn_in_frames")
+                .map(|v| v.parse::<usize>())
+                .transpose()
+                .context("frames metadata `burn_in_frames`")?
+                .unwrap_or(0),
         })
     }
 
@@ -159,9 +167,26 @@ impl Rollout {
         &self.ema[i..i + len]
     }
 
+    /// The SDE time of frame `f` (see [`frame_time`]).
+    pub fn time_of(&self, f: usize) -> f64 {
+        frame_time(f, self.burn_in_frames, self.every as f64 * self.dt)
+    }
+
     /// Creatures per canvas the training density predicts on this (larger) canvas.
     pub fn expected_count(&self) -> f64 {
         self.train_icons * (self.h * self.w) as f64 / (self.train_size * self.train_size) as f64
+    }
+}
+
+/// The time of frame `f` in a creature rollout whose first `burn_in` frames come from the annealed start,
+/// frames `interval` time units apart: the flow's frames count SDE time from the end of the burn-in (its
+/// first frame is at one interval: the SDE's start is the burn-in's last state), and the burn-in's frames,
+/// which are noise levels rather than SDE time, sit at t <= 0 with the same spacing, ending at 0.
+pub fn frame_time(f: usize, burn_in: usize, interval: f64) -> f64 {
+    if burn_in == 0 {
+        f as f64 * interval
+    } else {
+        (f as f64 + 1.0 - burn_in as f64) * interval
     }
 }
 
@@ -234,4 +259,19 @@ pub fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
         }
     }
     Ok(RgbImage::from_raw(info.width, info.height, rgb)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_time;
+
+    #[test]
+    fn burn_in_frames_sit_at_non_positive_times_and_the_flow_counts_from_its_end() {
+        // No burn-in: frame f is f intervals of SDE time.
+        assert_eq!(frame_time(0, 0, 0.25), 0.0);
+        assert_eq!(frame_time(4, 0, 0.25), 1.0);
+        // 3 burn-in frames: at -0.5, -0.25, 0; the flow's first frame (one interval in) at 0.25.
+        let t: Vec<f64> = (0..5).map(|f| frame_time(f, 3, 0.25)).collect();
+        assert_eq!(t, vec![-0.5, -0.25, 0.0, 0.25, 0.5]);
+    }
 }

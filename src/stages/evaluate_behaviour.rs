@@ -34,7 +34,7 @@ impl StageKind for EvaluateBehaviour {
         "evaluate_behaviour"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
         "Artificial life: per frame, the number of creatures, mean speed, polarisation, nearest-neighbour \
@@ -114,6 +114,7 @@ impl StageKind for EvaluateBehaviour {
         let mut runs = Vec::new();
         let (mut icon, mut expected, mut frame_time) = (String::new(), f64::NAN, 1.0);
         let mut reference = f64::NAN;
+        let mut burn_in = 0;
         // Per run: creatures per frame that pass the tracker's shape check (colour and size of the
         // training creatures), when the tracks carry it.
         let mut like_series: Vec<Vec<f64>> = Vec::new();
@@ -139,6 +140,7 @@ impl StageKind for EvaluateBehaviour {
             expected = num("expected_count")?;
             reference = v["reference_count"].as_f64().unwrap_or(f64::NAN);
             frame_time = num("every")? * num("dt")?;
+            burn_in = v["burn_in_frames"].as_u64().unwrap_or(0) as usize;
             let canvases = v["canvases"]
                 .as_array()
                 .context("tracks.json: `canvases`")?;
@@ -270,13 +272,20 @@ impl StageKind for EvaluateBehaviour {
 
         // Curves over time, mean ± std over runs.
         let len = bands[0].mean.len();
-        let time: Vec<f64> = (0..len).map(|f| f as f64 * frame_time).collect();
+        let time: Vec<f64> = (0..len)
+            .map(|f| super::alife_common::frame_time(f, burn_in, frame_time))
+            .collect();
+        let x_label = if burn_in > 0 {
+            "SDE time (t <= 0: the annealed start from noise)"
+        } else {
+            "SDE time"
+        };
         let band = |i: usize, label: &str| {
             Series::new(label, time.clone(), bands[i].mean.clone()).with_std(bands[i].std.clone())
         };
         let flat = |label: &str, y: f64| Series::new(label, time.clone(), vec![y; len]);
         let who = format!("mean ± std over {n} runs");
-        let mut count = LinePlot::new("creatures (emergence)", "SDE time", "creatures per canvas")
+        let mut count = LinePlot::new("creatures (emergence)", x_label, "creatures per canvas")
             .series(band(0, &who));
         if like_series.len() == n && like_series.iter().all(|v| v.len() == len) {
             let mean: Vec<f64> = (0..len)
@@ -291,25 +300,20 @@ impl StageKind for EvaluateBehaviour {
         if expected.is_finite() {
             count = count.series(flat("training density", expected));
         }
-        let mut pol = LinePlot::new(
-            "polarisation |mean unit velocity|",
-            "SDE time",
-            "polarisation",
-        )
-        .series(band(2, &who));
+        let mut pol = LinePlot::new("polarisation |mean unit velocity|", x_label, "polarisation")
+            .series(band(2, &who));
         if all.random_baseline().is_finite() {
             pol = pol.series(flat("random headings 1/sqrt(n)", all.random_baseline()));
         }
         let mut nn =
-            LinePlot::new("nearest-neighbour distance", "SDE time", "pixels").series(band(3, &who));
+            LinePlot::new("nearest-neighbour distance", x_label, "pixels").series(band(3, &who));
         if all.random_spacing().is_finite() {
             nn = nn.series(flat("random positions", all.random_spacing()));
         }
-        let speed =
-            LinePlot::new("mean speed", "SDE time", "pixels per frame").series(band(1, &who));
+        let speed = LinePlot::new("mean speed", x_label, "pixels per frame").series(band(1, &who));
         let ang = LinePlot::new(
             "angular momentum about the centroid",
-            "SDE time",
+            x_label,
             "(r × v)/(|r||v|)",
         )
         .series(band(4, &who))

@@ -25,7 +25,7 @@ impl StageKind for TrackKind {
         "track"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "Artificial life: detects creatures (blobs clearly not white, periodic, holes filled) in a creature \
@@ -125,6 +125,7 @@ impl StageKind for TrackKind {
             &ctx.output("tracks.json"),
             &serde_json::json!({
                 "icon": r.icon, "height": h, "width": w, "frames": t, "every": r.every, "dt": r.dt,
+                "burn_in_frames": r.burn_in_frames,
                 "train_size": r.train_size, "train_icons_per_canvas": r.train_icons,
                 "expected_count": expected, "reference_count": reference_count, "look": look,
                 "detect": det, "link": link, "canvases": canvases,
@@ -167,7 +168,7 @@ impl StageKind for TrackKind {
                     format!(
                         "{}: t = {:.0}, {} creatures",
                         r.icon,
-                        (t - 1) as f64 * r.every as f64 * r.dt,
+                        r.time_of(t - 1),
                         all_tracks[c]
                             .iter()
                             .filter(|tr| tr.frames.last() == Some(&(t - 1)))
