@@ -195,6 +195,12 @@ pub struct AnnealConfig {
     /// Langevin step size as a share of the level's variance: α = `step_ratio` · σ² (NCSN's setting is
     /// about 0.2).
     pub step_ratio: f32,
+    /// DDIM's η for the steps between levels: 0 is the deterministic DDIM step, 1 the DDPM ancestral step
+    /// (the same marginals; fresh noise of variance c² replaces part of the predicted noise).
+    pub ddim_eta: f32,
+    /// The stochastic steps (`ddim_eta` > 0) apply only to steps that end below this noise level; above it
+    /// the steps stay deterministic.
+    pub stochastic_below: f32,
     /// Seed of the Langevin noise; item i uses sub-stream `noise_ids[i]`.
     pub seed: u64,
 }
@@ -276,11 +282,32 @@ pub fn annealed_start(
         if let Some(&next) = sigmas.get(k + 1) {
             let (a, a_next) = (signal_scale(sigma), signal_scale(next));
             let s2 = sigma * sigma;
-            x.par_iter_mut().zip(s.par_iter()).for_each(|(x, &s)| {
-                let x0 = ((*x + s2 * s) / a).clamp(-1.0, 1.0);
-                let eps = (*x - a * x0) / sigma;
-                *x = a_next * x0 + next * eps;
-            });
+            // DDIM's noise for ᾱ = a²: c = η (σ'/σ) sqrt(1 - a²/a'²); the predicted noise keeps the rest of
+            // σ'², so every step lands on the same marginal whatever η.
+            let c = if cfg.ddim_eta > 0.0 && next < cfg.stochastic_below {
+                cfg.ddim_eta * (next / sigma) * (1.0 - (a / a_next).powi(2)).max(0.0).sqrt()
+            } else {
+                0.0
+            };
+            let keep = if c > 0.0 {
+                (next * next - c * c).max(0.0).sqrt()
+            } else {
+                next
+            };
+            x.par_chunks_mut(len)
+                .zip(s.par_chunks(len))
+                .zip(rngs.par_iter_mut())
+                .for_each(|((xi, si), rng)| {
+                    xi.iter_mut().zip(si).for_each(|(x, &s)| {
+                        let x0 = ((*x + s2 * s) / a).clamp(-1.0, 1.0);
+                        let eps = (*x - a * x0) / sigma;
+                        *x = a_next * x0 + keep * eps;
+                        if c > 0.0 {
+                            let z: f32 = StandardNormal.sample(rng);
+                            *x += c * z;
+                        }
+                    })
+                });
             score(x, next, &mut s);
             step += 1;
             observe(step, next, x, &s);
@@ -536,6 +563,8 @@ mod tests {
             langevin_steps: 3,
             top_steps: 2,
             step_ratio: 0.2,
+            ddim_eta: 0.0,
+            stochastic_below: 1.0,
             seed: 5,
         };
         let steps = annealed_start(
@@ -570,5 +599,74 @@ mod tests {
             (var / want_var - 1.0).abs() < 0.1,
             "variance {var} vs {want_var}"
         );
+    }
+
+    /// DDIM steps alone (no Langevin), from an exact sample of the top level's density, with the exact score
+    /// of per-pixel Gaussian data: deterministic (η 0) and ancestral (η 1) steps must both land on the
+    /// density at the bottom level (the same marginals); η applied only below a level under the bottom one
+    /// is the deterministic run, bit for bit.
+    #[test]
+    fn ddim_steps_keep_the_marginals_whatever_eta() {
+        let (m, v) = (0.3f32, 0.04f32);
+        let vp = |sig: f32| (1.0 - sig * sig).sqrt();
+        let shape = FieldShape {
+            n: 4,
+            c: 1,
+            h: 32,
+            w: 32,
+        };
+        let sigmas = anneal_levels(0.92, 0.235, 20);
+        let run = |eta: f32, below: f32| {
+            let mut rng = crate::science::rng::stream(2, "test");
+            let a = vp(0.92);
+            let sd = (a * a * v + 0.92 * 0.92).sqrt();
+            let mut x: Vec<f32> = (0..shape.len())
+                .map(|_| a * m + sd * Distribution::<f32>::sample(&StandardNormal, &mut rng))
+                .collect();
+            let cfg = AnnealConfig {
+                langevin_steps: 0,
+                top_steps: 0,
+                step_ratio: 0.2,
+                ddim_eta: eta,
+                stochastic_below: below,
+                seed: 5,
+            };
+            annealed_start(
+                &mut x,
+                shape,
+                &[0, 1, 2, 3],
+                &sigmas,
+                &vp,
+                &cfg,
+                &mut |x, sig, out| {
+                    let a = vp(sig);
+                    let var = a * a * v + sig * sig;
+                    out.iter_mut()
+                        .zip(x)
+                        .for_each(|(o, &x)| *o = -(x - a * m) / var);
+                },
+                &mut |_, _, _, _| {},
+            );
+            x
+        };
+        let a = vp(0.235);
+        let (want_mean, want_var) = ((a * m) as f64, (a * a * v + 0.235 * 0.235) as f64);
+        let deterministic = run(0.0, 1.0);
+        let ancestral = run(1.0, 1.0);
+        for (name, x) in [("η 0", &deterministic), ("η 1", &ancestral)] {
+            let n = x.len() as f64;
+            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            assert!(
+                (mean - want_mean).abs() < 0.02,
+                "{name}: mean {mean} vs {want_mean}"
+            );
+            assert!(
+                (var / want_var - 1.0).abs() < 0.08,
+                "{name}: variance {var} vs {want_var}"
+            );
+        }
+        assert_ne!(deterministic, ancestral, "η 1 must draw fresh noise");
+        assert_eq!(run(1.0, 0.2), deterministic, "no step ends below σ 0.2");
     }
 }

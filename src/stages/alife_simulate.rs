@@ -120,6 +120,8 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             langevin_steps: p.usize("burn_in_langevin"),
             top_steps: p.usize("burn_in_top"),
             step_ratio: p.float("burn_in_step") as f32,
+            ddim_eta: p.float("burn_in_eta") as f32,
+            stochastic_below: p.float("burn_in_stochastic_below") as f32,
             seed: ctx.seed(),
         };
         ctx.log(format!(

@@ -60,6 +60,8 @@ impl StageKind for Simulate {
             ParamSpec::int("burn_in_langevin", 3, "(icons) Langevin steps (score only, no K) at each burn-in level").min(0.0),
             ParamSpec::int("burn_in_top", 0, "(icons) extra Langevin steps at the top burn-in level, to forget the uniform start's mean and variance").min(0.0),
             ParamSpec::int("flow_timestep", 0, "(icons) DDPM timestep of the flow's noise level (0: the score's own; other levels need a noise-conditional score trained over them)").min(0.0).max(99.0),
+            ParamSpec::float("burn_in_eta", 0.0, "(icons) DDIM η of the steps between burn-in levels: 0 deterministic, 1 DDPM ancestral (fresh noise)").min(0.0).max(1.0),
+            ParamSpec::float("burn_in_stochastic_below", 1.0, "(icons) `burn_in_eta` applies only to steps that end below this noise level σ").positive(),
             ParamSpec::float("burn_in_step", 0.2, "(icons) Langevin step size at a burn-in level as a share of its σ²").positive(),
             ParamSpec::seed(),
         ]
@@ -113,6 +115,8 @@ impl StageKind for Simulate {
             "burn_in_langevin",
             "burn_in_step",
             "burn_in_top",
+            "burn_in_eta",
+            "burn_in_stochastic_below",
             "flow_timestep",
         ] {
             if !icons && explicit.contains(key) {
