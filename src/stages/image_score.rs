@@ -42,6 +42,7 @@ pub const IMAGE_ONLY: &[&str] = &[
     "validation",
     "timestep_max",
     "prediction",
+    "level_sampling",
 ];
 
 /// The image parameters of `train_score`.
@@ -72,12 +73,18 @@ pub fn params() -> Vec<ParamSpec> {
         ParamSpec::int("timestep", 10, "(images) DDPM timestep of the noise level (10: ā 0.94478, σ 0.235)").min(0.0).max(99.0),
         ParamSpec::float("warmup", 0.1, "(images) share of the steps warming the learning rate up (then cosine decay)").probability(),
         ParamSpec::float("grad_clip", 1.0, "(images) clip the gradient norm to this (0: no clipping)").min(0.0),
-        ParamSpec::int("timestep_max", 0, "(images) 0: the score at `timestep` only; above it: a noise-conditional local score (σ as an input channel) trained from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 60, σ 0.92)").min(0.0).max(99.0),
+        ParamSpec::int("timestep_max", 0, "(images) 0: the score at `timestep` only; above it: a noise-conditional local score (σ as an input channel) trained from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 99, σ 0.997)").min(0.0).max(99.0),
         ParamSpec::choice(
             "prediction",
             &["eps", "v"],
             "eps",
             "(images, local) what the network predicts: the noise ε, or v = sqrt(ā) ε - σ x0, which weights the clean image's error alike at every level (for noise-conditional models; the UNet always predicts v)",
+        ),
+        ParamSpec::choice(
+            "level_sampling",
+            &["log_sigma", "timesteps"],
+            "log_sigma",
+            "(images, local, noise-conditional) how half of every batch picks its noise level above `timestep`: log-uniform in σ (crowds towards the flow's level), or uniform over the DDPM timesteps up to `timestep_max` as DDPM trains (crowds towards the top: 50 of timesteps 11-99 have σ > 0.85)",
         ),
     ]
 }
@@ -240,6 +247,13 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
         sigma_max: (p.usize("timestep_max") > p.usize("timestep"))
             .then(|| (1.0 - abar(p.usize("timestep_max"))).sqrt()),
         v_prediction: p.str("prediction") == "v",
+        upper_levels: (p.str("level_sampling") == "timesteps"
+            && p.usize("timestep_max") > p.usize("timestep"))
+        .then(|| {
+            (p.usize("timestep") + 1..=p.usize("timestep_max"))
+                .map(|t| (1.0 - abar(t)).sqrt())
+                .collect()
+        }),
     };
     ctx.log(format!(
         "training the local score ({} channels, dilations {:?}) on {n} {}x{} `{}` fields: {} steps of batch {}, crop {:?}, σ {:.4}",

@@ -60,6 +60,7 @@ impl StageKind for Simulate {
             ParamSpec::int("burn_in_langevin", 3, "(icons) Langevin steps (score only, no K) at each burn-in level").min(0.0),
             ParamSpec::int("burn_in_top", 0, "(icons) extra Langevin steps at the top burn-in level, to forget the uniform start's mean and variance").min(0.0),
             ParamSpec::int("flow_timestep", 0, "(icons) DDPM timestep of the flow's noise level (0: the score's own; other levels need a noise-conditional score trained over them)").min(0.0).max(99.0),
+            ParamSpec::choice("burn_in_spacing", &["geometric", "timesteps"], "geometric", "(icons) burn-in levels spaced geometrically in σ, or at evenly spaced DDPM timesteps (most levels near the top, where creatures are placed)"),
             ParamSpec::float("burn_in_eta", 0.0, "(icons) DDIM η of the steps between burn-in levels: 0 deterministic, 1 DDPM ancestral (fresh noise)").min(0.0).max(1.0),
             ParamSpec::float("burn_in_stochastic_below", 1.0, "(icons) `burn_in_eta` applies only to steps that end below this noise level σ").positive(),
             ParamSpec::float("burn_in_step", 0.2, "(icons) Langevin step size at a burn-in level as a share of its σ²").positive(),
@@ -117,6 +118,7 @@ impl StageKind for Simulate {
             "burn_in_top",
             "burn_in_eta",
             "burn_in_stochastic_below",
+            "burn_in_spacing",
             "flow_timestep",
         ] {
             if !icons && explicit.contains(key) {

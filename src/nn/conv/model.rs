@@ -165,6 +165,11 @@ pub struct LocalScoreConfig {
     /// Predict v instead of ε (see [`LocalScoreArch::v_prediction`]).
     #[serde(default, skip_serializing_if = "is_false")]
     pub v_prediction: bool,
+    /// Noise-conditional models: the levels the upper half of every batch draws from, uniformly (DDPM's
+    /// uniform timesteps: their σ, which crowd towards the top); `None` draws σ log-uniformly up to
+    /// `sigma_max`, which crowds towards the flow's level instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_levels: Option<Vec<f32>>,
 }
 
 impl Default for LocalScoreConfig {
@@ -183,6 +188,7 @@ impl Default for LocalScoreConfig {
             seed: 0,
             sigma_max: None,
             v_prediction: false,
+            upper_levels: None,
         }
     }
 }
@@ -634,13 +640,7 @@ pub fn train_local_score(
                 let eps: Vec<f32> = (0..x0.len())
                     .map(|_| StandardNormal.sample(&mut rng))
                     .collect();
-                // Noise-conditional: half the batch at the flow's level, half log-uniform above it.
-                let level = match cfg.sigma_max {
-                    Some(top) if b % 2 == 1 => {
-                        (sigma.ln() + rng.gen::<f32>() * (top.ln() - sigma.ln())).exp()
-                    }
-                    _ => sigma,
-                };
+                let level = training_level(cfg, sigma, b, &mut rng);
                 let a = model.arch.signal_scale_at(level);
                 let xt: Vec<f32> = x0
                     .iter()
@@ -696,6 +696,21 @@ pub fn train_local_score(
     Ok((model, losses))
 }
 
+/// The noise level of batch item `b`: the flow's level σ for a single-level model and for the even items of
+/// a noise-conditional one; the odd items draw from [`LocalScoreConfig::upper_levels`], or log-uniformly in
+/// [σ, `sigma_max`].
+fn training_level(cfg: &LocalScoreConfig, sigma: f32, b: usize, rng: &mut impl rand::Rng) -> f32 {
+    match (cfg.sigma_max, &cfg.upper_levels) {
+        (Some(_), Some(levels)) if b % 2 == 1 && !levels.is_empty() => {
+            levels[rng.gen_range(0..levels.len())]
+        }
+        (Some(top), _) if b % 2 == 1 => {
+            (sigma.ln() + rng.gen::<f32>() * (top.ln() - sigma.ln())).exp()
+        }
+        _ => sigma,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,6 +726,53 @@ mod tests {
             sigma_max: None,
             v_prediction: false,
         }
+    }
+
+    /// Half of a noise-conditional batch at the flow's level, half above it: log-uniformly in σ (median at
+    /// the geometric mean of the range), or uniformly over the given levels (each drawn about equally often).
+    #[test]
+    fn training_levels_split_the_batch_and_follow_the_chosen_sampling() {
+        let (sigma, top) = (0.235f32, 0.997f32);
+        let mut cfg = LocalScoreConfig {
+            sigma_max: Some(top),
+            ..LocalScoreConfig::default()
+        };
+        let mut rng = stream(3, "levels");
+        let draw = |cfg: &LocalScoreConfig, rng: &mut crate::science::rng::Rng| -> Vec<f32> {
+            (0..4000)
+                .map(|b| training_level(cfg, sigma, b, rng))
+                .collect()
+        };
+        let log = draw(&cfg, &mut rng);
+        assert!(log.iter().step_by(2).all(|&l| l == sigma));
+        let mut upper: Vec<f32> = log.iter().skip(1).step_by(2).copied().collect();
+        assert!(upper.iter().all(|&l| l >= sigma && l <= top));
+        upper.sort_by(f32::total_cmp);
+        let median = upper[upper.len() / 2];
+        assert!(
+            (median / (sigma * top).sqrt() - 1.0).abs() < 0.05,
+            "median {median}"
+        );
+        cfg.upper_levels = Some(vec![0.5, 0.9, 0.99]);
+        let listed = draw(&cfg, &mut rng);
+        assert!(listed.iter().step_by(2).all(|&l| l == sigma));
+        for want in [0.5f32, 0.9, 0.99] {
+            let k = listed
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .filter(|&&l| l == want)
+                .count();
+            assert!(
+                (600..734).contains(&k),
+                "level {want} drawn {k} of 2000 times"
+            );
+        }
+        cfg.sigma_max = None;
+        assert!(
+            draw(&cfg, &mut rng).iter().all(|&l| l == sigma),
+            "single-level model"
+        );
     }
 
     /// Central differences in f64 of one sample's loss |ε̂(x) - ε|² against the hand-written backward
