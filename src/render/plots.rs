@@ -198,24 +198,35 @@ impl LinePlot {
         for (k, s) in self.series.iter().enumerate() {
             let c = s.color.unwrap_or_else(|| palette(k));
             if let Some(std) = &s.std {
-                let mut poly: Vec<(f64, f64)> = (0..s.x.len())
-                    .map(|i| (s.x[i], clip(s.y[i] + std[i])))
-                    .collect();
-                poly.extend(
-                    (0..s.x.len())
-                        .rev()
-                        .map(|i| (s.x[i], clip(s.y[i] - std[i]))),
-                );
-                chart
-                    .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))
-                    .map_err(RenderError::draw)?;
+                // One band per run of defined values (a statistic is undefined, NaN, where there is
+                // nothing to measure, e.g. speeds before any creature exists).
+                for run in finite_runs(&s.x, &s.y, Some(std)) {
+                    let mut poly: Vec<(f64, f64)> = run
+                        .clone()
+                        .map(|i| (s.x[i], clip(s.y[i] + std[i])))
+                        .collect();
+                    poly.extend(run.rev().map(|i| (s.x[i], clip(s.y[i] - std[i]))));
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))
+                        .map_err(RenderError::draw)?;
+                }
             }
         }
         for (k, s) in self.series.iter().enumerate() {
             let c = s.color.unwrap_or_else(|| palette(k));
             let pts: Vec<(f64, f64)> = s.x.iter().zip(&s.y).map(|(&x, &y)| (x, clip(y))).collect();
+            let runs = finite_runs(&s.x, &s.y, None);
+            for run in runs.iter().skip(1) {
+                chart
+                    .draw_series(LineSeries::new(
+                        pts[run.clone()].to_vec(),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(RenderError::draw)?;
+            }
+            let first = runs.first().cloned().unwrap_or(0..0);
             let ann = chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .draw_series(LineSeries::new(pts[first].to_vec(), c.stroke_width(2)))
                 .map_err(RenderError::draw)?;
             if !s.label.is_empty() {
                 labelled = true;
@@ -225,7 +236,11 @@ impl LinePlot {
             }
             if s.markers {
                 chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                    .draw_series(
+                        pts.iter()
+                            .filter(|p| p.0.is_finite() && p.1.is_finite())
+                            .map(|&p| Circle::new(p, 4, c.filled())),
+                    )
                     .map_err(RenderError::draw)?;
             }
         }
@@ -476,6 +491,25 @@ pub(crate) fn draw_sets_and_lines<'a, 'b: 'a>(
         }
     }
     Ok(labelled)
+}
+
+/// The index ranges over which `x`, `y` (and `std`, if given) are all finite, in order.
+fn finite_runs(x: &[f64], y: &[f64], std: Option<&[f64]>) -> Vec<std::ops::Range<usize>> {
+    let ok =
+        |i: usize| x[i].is_finite() && y[i].is_finite() && std.is_none_or(|d| d[i].is_finite());
+    let mut runs = Vec::new();
+    let mut start = None;
+    for i in 0..=y.len() {
+        match (i < y.len() && ok(i), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                runs.push(s..i);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
 }
 
 /// Clips a polyline to a rectangle (Liang-Barsky per segment) and returns the visible runs, so lines

@@ -519,3 +519,65 @@ fn tracks_inset_and_gif() {
     .expect("fixed");
     assert!(write_gif(&dir.path().join("none.gif"), &[], &GifOptions::default()).is_err());
 }
+
+/// A statistic that is undefined (NaN) over some frames — speeds before any creature exists — is drawn
+/// exactly as if those frames were left out: no line or band squashed onto the plot's edge.
+#[test]
+fn undefined_values_leave_gaps_instead_of_lines_at_the_edge() {
+    let dir = tmp();
+    let x: Vec<f64> = (0..20).map(f64::from).collect();
+    let y: Vec<f64> = x
+        .iter()
+        .map(|&t| {
+            if t < 4.0 || (9.0..11.0).contains(&t) {
+                f64::NAN
+            } else {
+                0.5 + 0.02 * t
+            }
+        })
+        .collect();
+    let sd = vec![0.05; 20];
+    let blue = RGBColor(31, 119, 180);
+    let save = |series: Vec<Series>, path: &std::path::Path| {
+        let mut plot = LinePlot::new("speed", "time", "px/frame");
+        plot.x_range = Some((0.0, 19.0));
+        plot.y_range = Some((0.0, 1.0));
+        for s in series {
+            plot = plot.series(s);
+        }
+        Figure::new(1, 1)
+            .push(plot.panel())
+            .save_png(path)
+            .expect("render");
+    };
+    // All frames in one series, NaNs included...
+    let whole = dir.path().join("gaps.png");
+    save(
+        vec![Series::new("mean ± std", x.clone(), y.clone())
+            .with_std(sd.clone())
+            .color(blue)],
+        &whole,
+    );
+    // ... against only the defined runs, as separate series (the label on the first).
+    let parts = dir.path().join("parts.png");
+    save(
+        [4..9usize, 11..20]
+            .into_iter()
+            .enumerate()
+            .map(|(k, r)| {
+                Series::new(
+                    if k == 0 { "mean ± std" } else { "" },
+                    x[r.clone()].to_vec(),
+                    y[r.clone()].to_vec(),
+                )
+                .with_std(sd[r].to_vec())
+                .color(blue)
+            })
+            .collect(),
+        &parts,
+    );
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&parts).unwrap()
+    );
+}

@@ -34,7 +34,7 @@ impl StageKind for EvaluateBehaviour {
         "evaluate_behaviour"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn about(&self) -> &'static str {
         "Artificial life: per frame, the number of creatures, mean speed, polarisation, nearest-neighbour \
