@@ -32,6 +32,12 @@ const TINY: &[&str] = &[
     "--set",
     "stages.score.width=8",
     "--set",
+    "stages.score_high.iterations=8",
+    "--set",
+    "stages.score_high.crop=24",
+    "--set",
+    "stages.score_high.width=8",
+    "--set",
     "stages.simulate.steps=16",
     "--set",
     "stages.simulate.every=2",
@@ -246,6 +252,43 @@ fn burn_in_without_a_noise_conditional_score_is_a_clear_error() {
         r.stderr.contains("burn_in_levels") && r.stderr.contains("timestep_max"),
         "the error names the parameters: {}",
         r.stderr
+    );
+}
+
+/// The high-noise expert: trained from above `score_split` it is refused, naming both; and it is used —
+/// moving the split up past every burn-in level (so only `score` runs) changes the rollout.
+#[test]
+fn score_high_is_checked_and_used_above_the_split() {
+    let p = Project::new();
+    let f = p.copy_shipped("alife_firefly.toml");
+    let run = |extra: &[&str]| {
+        let mut a = args(&["run", &f, "simulate"]);
+        a.extend_from_slice(&["--set", "sweep.seeds=1"]);
+        a.extend_from_slice(extra);
+        p.run(&a)
+    };
+    let r = run(&["--set", "stages.simulate.score_split=0.5"]);
+    assert!(!r.ok(), "score_high starts at σ 0.616, above the split");
+    assert!(
+        r.stderr.contains("score_high") && r.stderr.contains("score_split"),
+        "{}",
+        r.stderr
+    );
+    let ema = |split: &str| {
+        let set = format!("stages.simulate.score_split={split}");
+        run(&["--set", &set]).assert_ok();
+        let mut a = args(&["show", &f, "simulate"]);
+        a.extend_from_slice(&["--set", "sweep.seeds=1", "--set", &set]);
+        let r = p.run(&a);
+        let dir = PathBuf::from(r.stdout.trim().lines().next().expect("a path"));
+        let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
+        t.f32("ema", 5).expect("ema").1
+    };
+    // 0.9972: just above the top level (timestep 99, σ 0.99719), which `score` reaches too.
+    assert_ne!(
+        ema("0.62"),
+        ema("0.9972"),
+        "score_high must drive the top levels"
     );
 }
 

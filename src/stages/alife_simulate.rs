@@ -138,13 +138,44 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     let levels = p.usize("burn_in_levels");
     let mut burn_in_frames = 0;
     if levels > 0 {
-        let Some(top) = model.sigma_max() else {
+        let high = match ctx.opt_input("score_high") {
+            Some(input) => Some(load_image_score_for(input, ctx.device, data.h, data.w)?),
+            None => None,
+        };
+        let split = p.float("score_split") as f32;
+        if let Some(hm) = &high {
+            if hm.channels() != data.channels
+                || hm.sigma_max().is_none()
+                || hm.sigma() > split + 1e-4
+            {
+                bail!(
+                    "`score_high` must be a noise-conditional score for these creatures trained from at most \
+                     `score_split` ({split}) up; it has {} channels and levels σ {:.3} to {:?}",
+                    hm.channels(),
+                    hm.sigma(),
+                    hm.sigma_max()
+                );
+            }
+        }
+        // `score` runs every level up to the split (or all of them without `score_high`).
+        let Some(score_top) = model.sigma_max() else {
             bail!(
                 "`burn_in_levels` needs a noise-conditional score, but `{}` was trained at one level: set \
                  `timestep_max` on that `train_score` stage (creatures: 99)",
                 ctx.input("score")?.stage
             );
         };
+        if high.is_some() && score_top < split.min(1.0) - 1e-4 {
+            bail!(
+                "`score` is trained up to σ {score_top:.3} only, below `score_split` ({split}) where \
+                 `score_high` takes over: raise `timestep_max` on `{}` or lower `score_split`",
+                ctx.input("score")?.stage
+            );
+        }
+        let top = high
+            .as_ref()
+            .and_then(|hm| hm.sigma_max())
+            .unwrap_or(score_top);
         let sigmas = match p.str("burn_in_spacing") {
             "timesteps" => timestep_levels(top, sig, levels),
             _ => anneal_levels(top, sig, levels),
@@ -169,7 +200,13 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             &sigmas,
             &|s| model.signal_scale_at(s),
             &acfg,
-            &mut |x, sigma, out| model.score_at_with(x, x.len() / len, h, w, sigma, clip, out),
+            &mut |x, sigma, out| {
+                let m = match &high {
+                    Some(hm) if sigma > split => hm,
+                    _ => &model,
+                };
+                m.score_at_with(x, x.len() / len, h, w, sigma, clip, out)
+            },
             &mut |step, sigma, x, s| {
                 ema.kind = FrameKind::Denoised {
                     sigma,

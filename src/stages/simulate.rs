@@ -46,6 +46,8 @@ impl StageKind for Simulate {
             ParamSpec::input("data", "the `gray_scott` stage (held-out patterns, rates) or the `icons` stage (creatures)"),
             ParamSpec::input("score", "the `train_score` stage (images)"),
             ParamSpec::input("flow", "the `training_free` stage (images) whose kernel K drives the flow"),
+            ParamSpec::input("score_high", "(icons) optional: a second noise-conditional score, trained from `score_split` up, that the annealed start uses above that level (an expert for the levels where creatures are placed)").optional(),
+            ParamSpec::float("score_split", 0.6, "(icons) with `score_high`: the noise level σ above which the annealed start uses it").positive(),
             ParamSpec::int("patterns", 4, "held-out patterns rolled out together").positive(),
             ParamSpec::int("steps", 250, "SDE steps (paper's Figure 3: 250)").positive(),
             ParamSpec::float("eta", 0.1, "Langevin weight η").min(0.0),
@@ -119,6 +121,8 @@ impl StageKind for Simulate {
             "burn_in_eta",
             "burn_in_stochastic_below",
             "burn_in_spacing",
+            "score_high",
+            "score_split",
             "flow_timestep",
         ] {
             if !icons && explicit.contains(key) {
