@@ -189,9 +189,18 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             seed: ctx.seed(),
         };
         ctx.log(format!(
-            "annealed start: {levels} levels σ {top:.3} -> {sig:.3}, {} Langevin steps each (α = {} σ²), {} more \
-             at the top",
-            acfg.langevin_steps, acfg.step_ratio, acfg.top_steps
+            "annealed start: {} levels σ {top:.3} -> {sig:.3} ({} spacing), {} Langevin steps each (α = {} σ²), {} \
+             more at the top, DDIM η {}{}",
+            sigmas.len(),
+            p.str("burn_in_spacing"),
+            acfg.langevin_steps,
+            acfg.step_ratio,
+            acfg.top_steps,
+            acfg.ddim_eta,
+            match &high {
+                Some(_) => format!("; `score_high` above σ {split}"),
+                None => String::new(),
+            }
         ));
         annealed_start(
             &mut x,
