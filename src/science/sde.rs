@@ -227,10 +227,11 @@ pub fn anneal_levels(sigma_max: f32, sigma: f32, levels: usize) -> Vec<f32> {
 /// a score that is valid only near the data blurred at its level: annealed Langevin dynamics with a
 /// predictor between levels (Song et al.'s predictor-corrector sampler). At every level σ_k (decreasing):
 /// `langevin_steps` Langevin steps x += α s(x, σ_k) + sqrt(2α) z with α = `step_ratio`·σ_k², which target
-/// p_σk (at the top level p is nearly Gaussian, so they forget the start quickly); then one deterministic
-/// DDIM step to the next level, x = a_{k+1} x̂0 + σ_{k+1} ε̂ with the Tweedie estimate
+/// p_σk (at the top level p is nearly Gaussian, so they forget the start quickly); then one DDIM step to
+/// the next level, x = a_{k+1} x̂0 + sqrt(σ_{k+1}² - c²) ε̂ + c z with the Tweedie estimate
 /// x̂0 = (x + σ_k² s)/a_k clamped to [-1, 1] and ε̂ = (x - a_k x̂0)/σ_k, where a = `signal_scale(σ)`
-/// (sqrt(1 - σ²) for a variance-preserving model, 1 otherwise). Score passes: levels x (langevin_steps + 1).
+/// (sqrt(1 - σ²) for a variance-preserving model, 1 otherwise) and c is DDIM's noise for
+/// [`AnnealConfig::ddim_eta`] (0, deterministic, by default). Score passes: levels x (langevin_steps + 1).
 /// `observe` sees every state with its level and score; steps count from 0 (the start at the top level).
 /// `top_steps` more Langevin steps at the top level come first. Returns the number of observed steps.
 #[expect(
