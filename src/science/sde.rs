@@ -539,6 +539,26 @@ mod tests {
         assert!((out[0] - x0).abs() < 1e-6);
     }
 
+    /// The exact score of per-pixel Gaussian data x0 ~ N(m, v) noised the VP way (a = sqrt(1 - σ²)):
+    /// s(x, σ) = -(x - a m)/(a² v + σ²).
+    fn gaussian_vp_score(m: f32, v: f32) -> impl FnMut(&[f32], f32, &mut [f32]) {
+        move |x, sig, out| {
+            let a = (1.0 - sig * sig).sqrt();
+            let var = a * a * v + sig * sig;
+            out.iter_mut()
+                .zip(x)
+                .for_each(|(o, &x)| *o = -(x - a * m) / var);
+        }
+    }
+
+    /// Sample mean and (population) variance.
+    fn mean_var(x: &[f32]) -> (f64, f64) {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var)
+    }
+
     /// Per-pixel Gaussian data x0 ~ N(m, v) noised the VP way has the exact score
     /// s(x, σ) = -(x - a m)/(a² v + σ²), a = sqrt(1 - σ²). Annealing uniform noise from σ 0.92 to 0.235 must
     /// land on that density: sample mean a·m and variance a²v + σ², within a few standard errors.
@@ -575,22 +595,14 @@ mod tests {
             &sigmas,
             &vp,
             &cfg,
-            &mut |x, sig, out| {
-                let a = vp(sig);
-                let var = a * a * v + sig * sig;
-                out.iter_mut()
-                    .zip(x)
-                    .for_each(|(o, &x)| *o = -(x - a * m) / var);
-            },
+            &mut gaussian_vp_score(m, v),
             &mut |step, sig, _, _| seen.push((step, sig)),
         );
         assert_eq!(steps, 12 * 4 + 2);
         assert_eq!(seen.len(), steps);
         assert_eq!(seen.last().unwrap().1, 0.235);
         let a = vp(0.235);
-        let n = x.len() as f64;
-        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let (mean, var) = mean_var(&x);
         let (want_mean, want_var) = ((a * m) as f64, (a * a * v + 0.235 * 0.235) as f64);
         assert!(
             (mean - want_mean).abs() < 0.02,
@@ -639,13 +651,7 @@ mod tests {
                 &sigmas,
                 &vp,
                 &cfg,
-                &mut |x, sig, out| {
-                    let a = vp(sig);
-                    let var = a * a * v + sig * sig;
-                    out.iter_mut()
-                        .zip(x)
-                        .for_each(|(o, &x)| *o = -(x - a * m) / var);
-                },
+                &mut gaussian_vp_score(m, v),
                 &mut |_, _, _, _| {},
             );
             x
@@ -655,9 +661,7 @@ mod tests {
         let deterministic = run(0.0, 1.0);
         let ancestral = run(1.0, 1.0);
         for (name, x) in [("η 0", &deterministic), ("η 1", &ancestral)] {
-            let n = x.len() as f64;
-            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let (mean, var) = mean_var(x);
             assert!(
                 (mean - want_mean).abs() < 0.02,
                 "{name}: mean {mean} vs {want_mean}"
