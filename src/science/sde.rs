@@ -539,11 +539,24 @@ mod tests {
         assert!((out[0] - x0).abs() < 1e-6);
     }
 
+    /// The fields the annealing tests run on: 4 one-channel 32x32 fields.
+    const GAUSSIAN_FIELDS: FieldShape = FieldShape {
+        n: 4,
+        c: 1,
+        h: 32,
+        w: 32,
+    };
+
+    /// The variance-preserving signal scale a = sqrt(1 - σ²).
+    fn vp(sig: f32) -> f32 {
+        (1.0 - sig * sig).sqrt()
+    }
+
     /// The exact score of per-pixel Gaussian data x0 ~ N(m, v) noised the VP way (a = sqrt(1 - σ²)):
     /// s(x, σ) = -(x - a m)/(a² v + σ²).
     fn gaussian_vp_score(m: f32, v: f32) -> impl FnMut(&[f32], f32, &mut [f32]) {
         move |x, sig, out| {
-            let a = (1.0 - sig * sig).sqrt();
+            let a = vp(sig);
             let var = a * a * v + sig * sig;
             out.iter_mut()
                 .zip(x)
@@ -565,13 +578,7 @@ mod tests {
     #[test]
     fn annealed_start_reaches_the_noised_gaussian_from_uniform_noise() {
         let (m, v) = (0.3f32, 0.04f32);
-        let vp = |sig: f32| (1.0 - sig * sig).sqrt();
-        let shape = FieldShape {
-            n: 4,
-            c: 1,
-            h: 32,
-            w: 32,
-        };
+        let shape = GAUSSIAN_FIELDS;
         let mut rng = crate::science::rng::stream(1, "test");
         let mut x: Vec<f32> = (0..shape.len())
             .map(|_| rand::Rng::gen_range(&mut rng, -1.0f32..1.0))
@@ -621,13 +628,7 @@ mod tests {
     #[test]
     fn ddim_steps_keep_the_marginals_whatever_eta() {
         let (m, v) = (0.3f32, 0.04f32);
-        let vp = |sig: f32| (1.0 - sig * sig).sqrt();
-        let shape = FieldShape {
-            n: 4,
-            c: 1,
-            h: 32,
-            w: 32,
-        };
+        let shape = GAUSSIAN_FIELDS;
         let sigmas = anneal_levels(0.92, 0.235, 20);
         let run = |eta: f32, below: f32| {
             let mut rng = crate::science::rng::stream(2, "test");
