@@ -255,6 +255,38 @@ fn burn_in_without_a_noise_conditional_score_is_a_clear_error() {
     );
 }
 
+/// FiLM needs a noise-conditional score and at least two knots: each misuse stops the run before anything
+/// trains, naming where the value came from and the key, and saying what to change.
+#[test]
+fn film_knots_misuse_is_a_config_error() {
+    let p = Project::new();
+    let f = p.copy_shipped("alife_firefly.toml");
+    for (set, says) in [
+        ("stages.score.film_knots=1", "at least 2"),
+        (
+            "stages.score.timestep_max=0",
+            "needs a noise-conditional score",
+        ),
+    ] {
+        let mut a = args(&["run", &f, "score"]);
+        a.extend_from_slice(&["--set", "stages.score.film_knots=4", "--set", set]);
+        let r = p.run(&a);
+        assert!(!r.ok(), "{set} must be refused");
+        assert!(
+            r.stderr.contains("--set stages.score.")
+                && r.stderr.contains("key `stages.score.film_knots`")
+                && r.stderr.contains(says),
+            "{set}: {}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("training the local score"),
+            "nothing may train: {}",
+            r.stderr
+        );
+    }
+}
+
 /// The high-noise expert: trained from above `score_split` it is refused, naming both; and it is used —
 /// moving the split up past every burn-in level (so only `score` runs) changes the rollout.
 #[test]

@@ -43,6 +43,7 @@ pub const IMAGE_ONLY: &[&str] = &[
     "timestep_max",
     "prediction",
     "level_sampling",
+    "film_knots",
 ];
 
 /// The image parameters of `train_score`.
@@ -86,6 +87,7 @@ pub fn params() -> Vec<ParamSpec> {
             "log_sigma",
             "(images, local, noise-conditional) how half of every batch picks its noise level above `timestep`: log-uniform in σ (crowds towards the flow's level), or uniform over the DDPM timesteps up to `timestep_max` as DDPM trains (crowds towards the top: 50 of timesteps 11-99 have σ > 0.85)",
         ),
+        ParamSpec::int("film_knots", 0, "(images, local, noise-conditional) 0: σ reaches the network only as an input channel; K >= 2: also a learnt per-channel scale and shift of every SiLU's input, interpolated in ln σ between K knots over the trained range (FiLM), so each layer can compute a different function at each noise level").min(0.0),
     ]
 }
 
@@ -118,6 +120,18 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
             format!(
                 "must exceed `timestep` ({t}) for a noise-conditional score, or be 0 for one level"
             ),
+        ));
+    }
+    let film = p.usize("film_knots");
+    if film == 1 {
+        out.push((
+            "film_knots",
+            "must be 0 (off) or at least 2 (one knot cannot vary with σ)".to_string(),
+        ));
+    } else if film > 0 && t_max <= t {
+        out.push((
+            "film_knots",
+            format!("needs a noise-conditional score: set `timestep_max` above `timestep` ({t})"),
         ));
     }
     let d = p.floats("dilations");
@@ -254,6 +268,7 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
                 .map(|t| (1.0 - abar(t)).sqrt())
                 .collect()
         }),
+        film_knots: p.usize("film_knots"),
     };
     ctx.log(format!(
         "training the local score ({} channels, dilations {:?}) on {n} {}x{} `{}` fields: {} steps of batch {}, crop {:?}, σ {:.4}",

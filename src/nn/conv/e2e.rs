@@ -27,6 +27,7 @@ fn speed() {
         signal_scale: 0.972,
         sigma_max: None,
         v_prediction: false,
+        film_knots: 0,
     };
     let m = LocalScore::init(arch, 0);
     for size in [64usize, 128] {

@@ -428,6 +428,7 @@ fn training_is_bit_identical_for_a_seed_and_the_checkpoint_round_trips() {
             signal_scale: 0.97,
             sigma_max: None,
             v_prediction: false,
+            film_knots: 0,
         },
         0,
     );
