@@ -11,6 +11,7 @@ pub mod points;
 pub mod skew;
 
 // --- Turing patterns (Gray-Scott) and image flows ---
+pub mod ddpm_schedule;
 pub mod gray_scott;
 pub mod sde;
 pub mod skew_kernel;

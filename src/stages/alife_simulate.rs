@@ -26,6 +26,7 @@ use super::image_common::{load_image_score_for, load_kernel, ImageData};
 use super::StageContext;
 use crate::io::{read_tensors, write_tensors, Tensor};
 use crate::render::{contact_sheet, rgb_canvas, FieldRange};
+use crate::science::ddpm_schedule::timestep_levels;
 use crate::science::rng::stream;
 use crate::science::sde::{
     anneal_levels, annealed_start, heun_sde, AnnealConfig, FieldShape, FrameEma, FrameKind,
@@ -34,36 +35,6 @@ use crate::science::sde::{
 
 /// Training canvases passed on as `reference` (64 canvases of 64x64 hold ~250 creatures).
 const REFERENCE_CANVASES: usize = 64;
-
-/// `levels` noise levels from `top` down to `bottom` at evenly spaced DDPM timesteps (as DDIM skips
-/// timesteps), which puts most of them near the top, where σ changes slowly per timestep and where the
-/// creatures' places and shapes are decided; the ends are the timesteps whose σ are nearest `top` and
-/// `bottom`, and repeated timesteps (more levels than timesteps) are kept once.
-fn timestep_levels(top: f32, bottom: f32, levels: usize) -> Vec<f32> {
-    let sigma = |t: usize| (1.0 - super::image_common::abar(t)).sqrt();
-    let nearest = |s: f32| {
-        (0..100)
-            .min_by(|&a, &b| (sigma(a) - s).abs().total_cmp(&(sigma(b) - s).abs()))
-            .expect("timesteps")
-    };
-    let (t_top, t_bottom) = (nearest(top), nearest(bottom));
-    let mut ts: Vec<usize> = (0..levels)
-        .map(|k| {
-            let u = k as f64 / (levels.max(2) - 1) as f64;
-            (t_top as f64 + u * (t_bottom as f64 - t_top as f64)).round() as usize
-        })
-        .collect();
-    ts.dedup();
-    let mut out: Vec<f32> = ts.into_iter().map(sigma).collect();
-    // The ends are the model's own levels exactly (the top it was trained to, the flow's level).
-    if let Some(first) = out.first_mut() {
-        *first = top;
-    }
-    if let Some(last) = out.last_mut() {
-        *last = bottom;
-    }
-    out
-}
 
 /// Rolls creatures out of noise.
 pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
@@ -319,27 +290,4 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
     contact_sheet(&images, 4, 4, plotters::style::RGBColor(60, 60, 60))?
         .save_png(&ctx.output("final.png"))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::timestep_levels;
-    use crate::science::sde::anneal_levels;
-
-    #[test]
-    fn timestep_spacing_crowds_the_levels_near_the_top_and_keeps_the_ends() {
-        // The score's levels: DDPM timesteps 99 (σ 0.997) and 10 (σ 0.235).
-        let sigma = |t: usize| (1.0 - crate::stages::image_common::abar(t)).sqrt();
-        let (top, bottom) = (sigma(99), sigma(10));
-        let ts = timestep_levels(top, bottom, 40);
-        assert_eq!(ts.len(), 40);
-        assert_eq!((ts[0], ts[39]), (top, bottom));
-        assert!(ts.windows(2).all(|p| p[1] < p[0]), "decreasing: {ts:?}");
-        let above = |v: &[f32]| v.iter().filter(|&&s| s > 0.85).count();
-        // Geometric spacing gives the top (σ > 0.85) 5 of 40 levels; timesteps 50 of 90 -> ~22 of 40.
-        assert_eq!(above(&anneal_levels(top, bottom, 40)), 5);
-        assert!((20..=24).contains(&above(&ts)), "{}", above(&ts));
-        // More levels than timesteps 10..=99: each timestep once.
-        assert_eq!(timestep_levels(top, bottom, 200).len(), 90);
-    }
 }

@@ -131,10 +131,10 @@ pub fn preset_params(name: &str) -> anyhow::Result<GrayScottParams> {
 }
 
 /// ā_t of the DDPM schedule the paper uses (100 steps, β linear from 1e-4 to 0.1): ∏_{i ≤ t} (1 - β_i),
-/// in the f32 the local model works in; the one schedule is [`crate::nn::unet::ddpm_abar`] (the UNet trains
-/// on it). Timestep 10 gives 0.94478 (σ = sqrt(1 - ā) = 0.2350).
+/// in the f32 the local model works in ([`crate::science::ddpm_schedule`]). Timestep 10 gives 0.94478
+/// (σ = sqrt(1 - ā) = 0.2350).
 pub fn abar(timestep: usize) -> f32 {
-    crate::nn::unet::ddpm_abar(timestep) as f32
+    crate::science::ddpm_schedule::ddpm_abar(timestep) as f32
 }
 
 /// Loads the score checkpoint of a `train_score` (images) stage (the local model or the UNet, which goes

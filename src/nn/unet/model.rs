@@ -25,15 +25,7 @@ use super::ops::{
 };
 use crate::science::rng::stream;
 
-/// The DDPM schedule of the paper: 100 steps, β linear from 1e-4 to 0.1; ā_t = ∏_{i ≤ t} (1 - β_i).
-pub const DDPM_STEPS: usize = 100;
-
-/// ā_t of the paper's DDPM schedule (timestep 10: 0.94478, σ = sqrt(1 - ā) = 0.2350).
-pub fn ddpm_abar(t: usize) -> f64 {
-    (0..=t.min(DDPM_STEPS - 1))
-        .map(|i| 1.0 - (1e-4 + (0.1 - 1e-4) * i as f64 / (DDPM_STEPS - 1) as f64))
-        .product()
-}
+pub use crate::science::ddpm_schedule::{ddpm_abar, DDPM_STEPS};
 
 /// The architecture: everything needed to rebuild the layer tree (stored in checkpoints).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
