@@ -44,6 +44,7 @@ pub const IMAGE_ONLY: &[&str] = &[
     "prediction",
     "level_sampling",
     "film_knots",
+    "base_share",
 ];
 
 /// The image parameters of `train_score`.
@@ -87,6 +88,7 @@ pub fn params() -> Vec<ParamSpec> {
             "log_sigma",
             "(images, local, noise-conditional) how half of every batch picks its noise level above `timestep`: log-uniform in σ (crowds towards the flow's level), or uniform over the DDPM timesteps up to `timestep_max` as DDPM trains (crowds towards the top: 50 of timesteps 11-99 have σ > 0.85)",
         ),
+        ParamSpec::float("base_share", 0.5, "(images, local, noise-conditional) share of every batch trained at `timestep` itself; the rest at the levels above it (`level_sampling`). An expert for the top levels only (`score_high` of the alife pipelines) has no use for its bottom level: 0").probability(),
         ParamSpec::int("film_knots", 0, "(images, local, noise-conditional) 0: σ reaches the network only as an input channel; K >= 2: also a learnt per-channel scale and shift of every SiLU's input, interpolated in ln σ between K knots over the trained range (FiLM), so each layer can compute a different function at each noise level").min(0.0),
     ]
 }
@@ -268,6 +270,7 @@ fn run_local(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec
                 .map(|t| (1.0 - abar(t)).sqrt())
                 .collect()
         }),
+        base_share: p.float("base_share"),
         film_knots: p.usize("film_knots"),
     };
     ctx.log(format!(

@@ -71,6 +71,14 @@ fn is_zero(k: &usize) -> bool {
     *k == 0
 }
 
+fn half() -> f64 {
+    0.5
+}
+
+fn is_half(v: &f64) -> bool {
+    *v == 0.5
+}
+
 impl LocalScoreArch {
     /// The convolution shapes, input to output.
     pub fn shapes(&self) -> Vec<ConvShape> {
@@ -209,6 +217,11 @@ pub struct LocalScoreConfig {
     /// `sigma_max`, which crowds towards the flow's level instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_levels: Option<Vec<f32>>,
+    /// Noise-conditional models: the share of every batch trained at the model's own level σ(ā) (the
+    /// flow's level, 0.5); the rest draws from the levels above. An expert for the top levels only
+    /// (`score_high`) has no use for its bottom level and can set 0.
+    #[serde(default = "half", skip_serializing_if = "is_half")]
+    pub base_share: f64,
     /// FiLM knots of a noise-conditional model (see [`LocalScoreArch::film_knots`]); 0 is off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub film_knots: usize,
@@ -231,6 +244,7 @@ impl Default for LocalScoreConfig {
             sigma_max: None,
             v_prediction: false,
             upper_levels: None,
+            base_share: 0.5,
             film_knots: 0,
         }
     }
@@ -857,17 +871,20 @@ pub fn train_local_score(
     Ok((model, losses))
 }
 
-/// The noise level of batch item `b`: the flow's level σ for a single-level model and for the even items of
-/// a noise-conditional one; the odd items draw from [`LocalScoreConfig::upper_levels`], or log-uniformly in
-/// [σ, `sigma_max`].
+/// The noise level of batch item `b`: the flow's level σ for a single-level model; for a noise-conditional
+/// one, a share [`LocalScoreConfig::base_share`] of the items (spread evenly over the batch: the even items
+/// at the default 0.5) sits at σ and the rest draw from [`LocalScoreConfig::upper_levels`], or
+/// log-uniformly in [σ, `sigma_max`].
 fn training_level(cfg: &LocalScoreConfig, sigma: f32, b: usize, rng: &mut impl rand::Rng) -> f32 {
+    // Item b is "upper" when b·q and (b+1)·q straddle an integer, q = 1 - base_share: exactly the odd items
+    // at q = 1/2, every item at q = 1, none at q = 0.
+    let q = 1.0 - cfg.base_share;
+    let upper = (b as f64 * q).floor() != ((b + 1) as f64 * q).floor();
     match (cfg.sigma_max, &cfg.upper_levels) {
-        (Some(_), Some(levels)) if b % 2 == 1 && !levels.is_empty() => {
+        (Some(_), Some(levels)) if upper && !levels.is_empty() => {
             levels[rng.gen_range(0..levels.len())]
         }
-        (Some(top), _) if b % 2 == 1 => {
-            (sigma.ln() + rng.gen::<f32>() * (top.ln() - sigma.ln())).exp()
-        }
+        (Some(top), _) if upper => (sigma.ln() + rng.gen::<f32>() * (top.ln() - sigma.ln())).exp(),
         _ => sigma,
     }
 }
@@ -890,8 +907,9 @@ mod tests {
         }
     }
 
-    /// Half of a noise-conditional batch at the flow's level, half above it: log-uniformly in σ (median at
-    /// the geometric mean of the range), or uniformly over the given levels (each drawn about equally often).
+    /// Half of a noise-conditional batch at the flow's level (by default), half above it: log-uniformly in σ
+    /// (median at the geometric mean of the range), or uniformly over the given levels (each drawn about
+    /// equally often); other shares at the flow's level spread evenly over the batch.
     #[test]
     fn training_levels_split_the_batch_and_follow_the_chosen_sampling() {
         let (sigma, top) = (0.235f32, 0.997f32);
@@ -930,6 +948,17 @@ mod tests {
                 "level {want} drawn {k} of 2000 times"
             );
         }
+        // Other shares: an expert with none at its own level; a quarter, every fourth item.
+        cfg.upper_levels = None;
+        cfg.base_share = 0.0;
+        assert!(draw(&cfg, &mut rng).iter().all(|&l| l != sigma));
+        cfg.base_share = 0.25;
+        let quarter = draw(&cfg, &mut rng);
+        let base: Vec<usize> = (0..quarter.len())
+            .filter(|&b| quarter[b] == sigma)
+            .collect();
+        assert_eq!(base.len(), 1000);
+        assert!(base.windows(2).all(|p| p[1] - p[0] == 4), "evenly spread");
         cfg.sigma_max = None;
         assert!(
             draw(&cfg, &mut rng).iter().all(|&l| l == sigma),
