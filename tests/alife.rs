@@ -255,6 +255,37 @@ fn burn_in_without_a_noise_conditional_score_is_a_clear_error() {
     );
 }
 
+/// FiLM through the pipeline: both scores train with the knots the TOML asks for (the tables learn, so
+/// they are no longer zero) and the annealed start and flow run on them.
+#[test]
+fn film_scores_train_and_roll_out() {
+    let p = Project::new();
+    let f = p.copy_shipped("alife_firefly.toml");
+    let film = [
+        "--set",
+        "stages.score.film_knots=3",
+        "--set",
+        "stages.score_high.film_knots=3",
+    ];
+    let mut a = args(&["run", &f, "simulate"]);
+    a.extend_from_slice(&film);
+    p.run(&a).assert_ok();
+    for stage in ["score", "score_high"] {
+        let mut a = args(&["show", &f, stage]);
+        a.extend_from_slice(&film);
+        let r = p.run(&a);
+        let dir = PathBuf::from(r.stdout.trim().lines().next().expect("a path"));
+        let m = eqflow::nn::conv::LocalScore::load(&dir.join("score.safetensors")).expect("load");
+        assert_eq!(m.arch.film_knots, 3, "{stage}");
+        let tables = &m.params[m.arch.conv_param_len()..];
+        assert_eq!(tables.len(), m.arch.film_param_len());
+        assert!(
+            tables.iter().any(|&v| v != 0.0),
+            "{stage}: FiLM tables never trained"
+        );
+    }
+}
+
 /// FiLM needs a noise-conditional score and at least two knots: each misuse stops the run before anything
 /// trains, naming where the value came from and the key, and saying what to change.
 #[test]
