@@ -58,7 +58,14 @@ fn args<'a>(first: &[&'a str]) -> Vec<&'a str> {
 }
 
 fn show(p: &Project, file: &str, stage: &str) -> PathBuf {
-    let r = p.run(&args(&["show", file, stage]));
+    show_with(p, file, stage, &[])
+}
+
+/// [`show`] with more `--set`s after the tiny ones (the settings the stage was run with).
+fn show_with(p: &Project, file: &str, stage: &str, extra: &[&str]) -> PathBuf {
+    let mut a = args(&["show", file, stage]);
+    a.extend_from_slice(extra);
+    let r = p.run(&a);
     assert!(r.ok(), "show failed: {}", r.stderr);
     PathBuf::from(r.stdout.trim().lines().next().expect("a path"))
 }
@@ -271,10 +278,7 @@ fn film_scores_train_and_roll_out() {
     a.extend_from_slice(&film);
     p.run(&a).assert_ok();
     for stage in ["score", "score_high"] {
-        let mut a = args(&["show", &f, stage]);
-        a.extend_from_slice(&film);
-        let r = p.run(&a);
-        let dir = PathBuf::from(r.stdout.trim().lines().next().expect("a path"));
+        let dir = show_with(&p, &f, stage, &film);
         let m = eqflow::nn::conv::LocalScore::load(&dir.join("score.safetensors")).expect("load");
         assert_eq!(m.arch.film_knots, 3, "{stage}");
         let tables = &m.params[m.arch.conv_param_len()..];
@@ -340,10 +344,12 @@ fn score_high_is_checked_and_used_above_the_split() {
     let ema = |split: &str| {
         let set = format!("stages.simulate.score_split={split}");
         run(&["--set", &set]).assert_ok();
-        let mut a = args(&["show", &f, "simulate"]);
-        a.extend_from_slice(&["--set", "sweep.seeds=1", "--set", &set]);
-        let r = p.run(&a);
-        let dir = PathBuf::from(r.stdout.trim().lines().next().expect("a path"));
+        let dir = show_with(
+            &p,
+            &f,
+            "simulate",
+            &["--set", "sweep.seeds=1", "--set", &set],
+        );
         let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
         t.f32("ema", 5).expect("ema").1
     };

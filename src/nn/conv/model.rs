@@ -968,6 +968,26 @@ mod tests {
         );
     }
 
+    /// f64 inputs of a gradient check, drawn in this order from `rng`: the model's parameters each moved by
+    /// up to ±0.3 (nonzero biases and FiLM tables, so every path matters), then a data field and a target
+    /// `[channels, h, w]` uniform in [-1, 1].
+    fn gradient_check_inputs(
+        model: &LocalScore,
+        mut rng: crate::science::rng::Rng,
+        h: usize,
+        w: usize,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let params = model
+            .params
+            .iter()
+            .map(|&v| v as f64 + rng.gen_range(-0.3..0.3))
+            .collect();
+        let n = model.arch.channels * h * w;
+        let x = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let eps = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        (params, x, eps)
+    }
+
     /// Central differences in f64 of one sample's loss |ε̂(x) - ε|² against the hand-written backward
     /// pass, on every parameter.
     fn assert_loss_gradient_matches_finite_differences(
@@ -1097,15 +1117,8 @@ mod tests {
         assert!((arch.signal_scale_at(0.6) - 0.8).abs() < 1e-6);
         let shapes = arch.shapes();
         let model = LocalScore::init(arch, 5);
-        let mut rng = stream(6, "gc");
-        let params: Vec<f64> = model
-            .params
-            .iter()
-            .map(|&v| v as f64 + rng.gen_range(-0.3..0.3))
-            .collect();
         let (h, w) = (5, 4);
-        let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let (params, x, eps) = gradient_check_inputs(&model, stream(6, "gc"), h, w);
         let xin = with_constant_channel(&x, h * w, noise_feature(0.6) as f64);
         assert_loss_gradient_matches_finite_differences(&shapes, &params, &[], &xin, &eps, h, w);
         // score = score_at(own level); another level gives another score.
@@ -1157,16 +1170,9 @@ mod tests {
 
         let shapes = arch.shapes();
         let model = LocalScore::init(arch.clone(), 5);
-        let mut rng = stream(7, "gc film");
-        let params: Vec<f64> = model
-            .params
-            .iter()
-            .map(|&v| v as f64 + rng.gen_range(-0.3..0.3))
-            .collect();
         let film: Vec<f64> = mid.iter().map(|&v| v as f64).collect();
         let (h, w) = (4, 5);
-        let x: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let eps: Vec<f64> = (0..2 * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let (params, x, eps) = gradient_check_inputs(&model, stream(7, "gc film"), h, w);
         let xin = with_constant_channel(&x, h * w, noise_feature(0.5) as f64);
         assert_loss_gradient_matches_finite_differences(&shapes, &params, &film, &xin, &eps, h, w);
 
