@@ -968,6 +968,16 @@ mod tests {
         );
     }
 
+    /// Saves `m` to a checkpoint and loads it back: the same architecture and the same parameters.
+    fn assert_checkpoint_roundtrip(m: &LocalScore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("score.safetensors");
+        m.save(&path).unwrap();
+        let back = LocalScore::load(&path).unwrap();
+        assert_eq!(back.arch, m.arch);
+        assert_eq!(back.params, m.params);
+    }
+
     /// f64 inputs of a gradient check, drawn in this order from `rng`: the model's parameters each moved by
     /// up to ±0.3 (nonzero biases and FiLM tables, so every path matters), then a data field and a target
     /// `[channels, h, w]` uniform in [-1, 1].
@@ -1074,12 +1084,7 @@ mod tests {
     fn save_load_roundtrip() {
         let arch = tiny_arch(2, 4);
         let m = LocalScore::init(arch, 1);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.safetensors");
-        m.save(&path).unwrap();
-        let back = LocalScore::load(&path).unwrap();
-        assert_eq!(back.arch, m.arch);
-        assert_eq!(back.params, m.params);
+        assert_checkpoint_roundtrip(&m);
         assert_ne!(m.randomized(2).params, m.params);
     }
 
@@ -1189,12 +1194,7 @@ mod tests {
             params: params.iter().map(|&v| v as f32).collect(),
             arch,
         };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("film.safetensors");
-        trained.save(&path).unwrap();
-        let back = LocalScore::load(&path).unwrap();
-        assert_eq!(back.arch, trained.arch);
-        assert_eq!(back.params, trained.params);
+        assert_checkpoint_roundtrip(&trained);
         let (mut c, mut d) = (vec![0.0; xf.len()], vec![0.0; xf.len()]);
         trained.score_at(&xf, 1, h, w, 0.3, &mut c);
         trained.score_at(&xf, 1, h, w, 0.8, &mut d);
@@ -1310,11 +1310,6 @@ mod tests {
         assert!(!serde_json::to_string(&arch).unwrap().contains("sigma_max"));
         arch.sigma_max = Some(0.92);
         let m = LocalScore::init(arch, 1);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.safetensors");
-        m.save(&path).unwrap();
-        let back = LocalScore::load(&path).unwrap();
-        assert_eq!(back.arch, m.arch);
-        assert_eq!(back.params, m.params);
+        assert_checkpoint_roundtrip(&m);
     }
 }
