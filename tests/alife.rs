@@ -361,6 +361,50 @@ fn score_high_is_checked_and_used_above_the_split() {
     );
 }
 
+/// The UNet as the flow's score (trained on every DDPM timestep) also serves the annealed start, at the
+/// levels of its timesteps; geometric spacing, whose levels fall between them, stops the rollout naming the
+/// key to set, and nothing is cached for it.
+#[test]
+fn unet_score_serves_the_annealed_start() {
+    let p = Project::new();
+    let f = p.copy_shipped("alife_firefly.toml");
+    let unet = [
+        "--set",
+        "stages.score.model=unet",
+        "--set",
+        "stages.score.unet_channels=[8,8,8]",
+        "--set",
+        "stages.score.res_blocks=1",
+        "--set",
+        "stages.score.heads=2",
+        "--set",
+        "stages.score.batch=4",
+        // Past the top level: `score` (the UNet) runs the whole start.
+        "--set",
+        "stages.simulate.score_split=0.9972",
+        "--set",
+        "sweep.seeds=1",
+    ];
+    let mut a = args(&["run", &f, "simulate"]);
+    a.extend_from_slice(&unet);
+    p.run(&a).assert_ok();
+    let dir = show_with(&p, &f, "simulate", &unet);
+    let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
+    let (_, ema) = t.f32("ema", 5).expect("ema");
+    assert!(ema.iter().all(|v| v.is_finite()));
+    let log = std::fs::read_to_string(dir.join("log.txt")).expect("log");
+    assert!(log.contains("annealed start"), "{log}");
+
+    a.extend_from_slice(&["--set", "stages.simulate.burn_in_spacing=geometric"]);
+    let r = p.run(&a);
+    assert!(!r.ok(), "a UNet between its timesteps must be refused");
+    assert!(
+        r.stderr.contains("burn_in_spacing = \"timesteps\"") && r.stderr.contains("unet"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn user_png_pipeline_uses_the_icon() {
     let p = Project::new();

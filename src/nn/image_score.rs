@@ -1,7 +1,7 @@
 //! One type for "the score of an image density at the flow's noise level", whichever network a
 //! `train_score` stage trained: the CPU local model ([`LocalScore`], ε-prediction at one σ) or the
-//! paper's UNet ([`Unet`], v-prediction over the DDPM schedule, read at its timestep). Everything
-//! downstream (rollouts, alignment, image flows) sees only ε̂, σ, the signal scale and the score.
+//! paper's UNet ([`Unet`], v-prediction over the DDPM schedule, read at its timestep, or at any other
+//! timestep of the schedule for an annealed start from noise). Everything downstream (rollouts, alignment, image flows) sees only ε̂, σ, the signal scale and the score.
 //!
 //! The UNet runs on the pipeline's device: the CPU, or CUDA when eqflow is built with `--features cuda`.
 
@@ -14,6 +14,7 @@ use super::conv::LocalScore;
 use super::denoise::{eps_to_clipped_score, eps_to_score};
 use super::device::ComputeDevice;
 use super::unet::Unet;
+use crate::science::ddpm_schedule::{ddpm_sigma, DDPM_STEPS};
 
 /// A UNet on one of the devices this build supports.
 #[derive(Clone)]
@@ -36,6 +37,11 @@ pub enum ImageScore {
 
 /// Fields per UNet forward at inference (bounded memory; the paper's GPU batch is 64).
 const UNET_BATCH: usize = 16;
+
+/// The DDPM timestep whose σ is `sigma` (to f32 rounding), if any.
+fn unet_timestep(sigma: f32) -> Option<usize> {
+    (0..DDPM_STEPS).find(|&t| (ddpm_sigma(t) - sigma).abs() <= 1e-5)
+}
 
 impl UnetOn {
     /// Puts `model`'s values on `device` (`cpu` or `cuda`).
@@ -142,13 +148,25 @@ impl ImageScore {
         }
     }
 
-    /// The highest noise level the score knows: a noise-conditional local score's `sigma_max`; `None` for
-    /// a single-level local score and for the UNet, which the stages read at its one timestep (annealed
-    /// starts need the local model's continuous levels).
+    /// The highest noise level the score knows: a noise-conditional local score's `sigma_max`, the UNet's
+    /// last DDPM timestep (it is trained on all of them); `None` for a single-level local score.
     pub fn sigma_max(&self) -> Option<f32> {
         match self {
             Self::Local(m) => m.arch.sigma_max,
-            Self::Unet(_) => None,
+            Self::Unet(_) => Some(ddpm_sigma(DDPM_STEPS - 1)),
+        }
+    }
+
+    /// Whether the score can be read at noise level `sigma`: a noise-conditional local score anywhere in
+    /// [σ, `sigma_max`], a single-level one at σ only, the UNet at the levels of its DDPM timesteps (its
+    /// time embedding saw no others).
+    pub fn reads_level(&self, sigma: f32) -> bool {
+        match self {
+            Self::Local(m) => {
+                let top = m.arch.sigma_max.unwrap_or(m.sigma());
+                sigma >= m.sigma() - 1e-6 && sigma <= top + 1e-6
+            }
+            Self::Unet(_) => unet_timestep(sigma).is_some(),
         }
     }
 
@@ -161,9 +179,8 @@ impl ImageScore {
         }
     }
 
-    /// [`ImageScore::score_with`] at noise level `sigma`: any level in [σ, `sigma_max`] for a
-    /// noise-conditional local score, else only the model's own level (panics otherwise; stages check
-    /// [`ImageScore::sigma_max`] first).
+    /// [`ImageScore::score_with`] at noise level `sigma`, one the model reads (panics otherwise; stages
+    /// check [`ImageScore::reads_level`] first).
     #[expect(
         clippy::too_many_arguments,
         reason = "batch shape, level and option of one call"
@@ -180,13 +197,22 @@ impl ImageScore {
     ) {
         match self {
             Self::Local(m) => m.score_at_with(x, n, h, w, sigma, clip_x0, out),
-            Self::Unet(_) => {
-                assert!(
-                    sigma == self.sigma(),
-                    "the UNet score is read at σ {} only, not {sigma}",
-                    self.sigma()
-                );
-                self.score_with(x, n, h, w, clip_x0, out)
+            Self::Unet(_) if sigma == self.sigma() => self.score_with(x, n, h, w, clip_x0, out),
+            Self::Unet(m) => {
+                let t = unet_timestep(sigma).unwrap_or_else(|| {
+                    panic!("the UNet is read at DDPM timesteps only, and σ {sigma} is none")
+                });
+                let done = |r: Result<()>| r.expect("field size checked when the score was loaded");
+                match &**m {
+                    UnetOn::Cpu(m) => done(m.predict_eps_at(x, n, h, w, t, UNET_BATCH, out)),
+                    #[cfg(feature = "cuda")]
+                    UnetOn::Cuda(m) => done(m.predict_eps_at(x, n, h, w, t, UNET_BATCH, out)),
+                }
+                if clip_x0 {
+                    eps_to_clipped_score(x, sigma, self.signal_scale_at(sigma), out);
+                } else {
+                    eps_to_score(sigma, out);
+                }
             }
         }
     }
@@ -239,5 +265,64 @@ impl ImageScore {
         }
         self.predict_eps(x, n, h, w, out);
         eps_to_clipped_score(x, self.sigma(), self.signal_scale(), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::unet::UnetArch;
+
+    fn tiny_unet() -> Unet<f32, Cpu> {
+        let arch = UnetArch {
+            model: "unet".into(),
+            in_channels: 2,
+            channels: vec![4, 8],
+            res_blocks: 1,
+            groups: 2,
+            heads: 2,
+            time_dim: 4,
+            timestep: 10,
+        };
+        Unet::<f32, Cpu>::init(arch, &Cpu::default(), 7).expect("valid arch")
+    }
+
+    /// The UNet serves every DDPM timestep: at σ_t its score is -ε̂_t/σ_t with ε̂_t = σ_t x + sqrt(ā_t) v̂(x, t)
+    /// (v̂ read straight from the network), at its own level exactly the old single-level score, and it
+    /// refuses levels between timesteps.
+    #[test]
+    fn unet_reads_the_levels_of_its_timesteps() {
+        let net = tiny_unet();
+        let s = ImageScore::Unet(Box::new(UnetOn::Cpu(net.clone())));
+        let (h, w) = (4, 4);
+        let x: Vec<f32> = (0..2 * h * w)
+            .map(|i| ((i * 37 % 11) as f32 / 5.5) - 1.0)
+            .collect();
+        for t in [10, 37, 99] {
+            let sigma = ddpm_sigma(t);
+            assert!(s.reads_level(sigma), "timestep {t}");
+            let mut v = vec![0.0f32; x.len()];
+            net.predict_v(&x, h, w, t, 4, &mut v).expect("forward");
+            let abar = crate::science::ddpm_schedule::ddpm_abar(t);
+            let (sig, a) = ((1.0 - abar).sqrt() as f32, abar.sqrt() as f32);
+            let mut got = vec![0.0f32; x.len()];
+            s.score_at_with(&x, 1, h, w, sigma, false, &mut got);
+            for i in 0..x.len() {
+                let want = -(sig * x[i] + a * v[i]) / sigma;
+                assert!(
+                    (got[i] - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "t {t}, {i}: {} vs {want}",
+                    got[i]
+                );
+            }
+        }
+        let mut own = vec![0.0f32; x.len()];
+        let mut at = vec![0.0f32; x.len()];
+        s.score_with(&x, 1, h, w, true, &mut own);
+        s.score_at_with(&x, 1, h, w, s.sigma(), true, &mut at);
+        assert_eq!(own, at, "the own level reads as before");
+        assert_eq!(s.sigma_max(), Some(ddpm_sigma(99)));
+        let between = 0.5 * (ddpm_sigma(50) + ddpm_sigma(51));
+        assert!(!s.reads_level(between) && !s.reads_level(1.0));
     }
 }

@@ -151,6 +151,21 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             "timesteps" => timestep_levels(top, sig, levels),
             _ => anneal_levels(top, sig, levels),
         };
+        // The UNet knows the levels of its DDPM timesteps only (the local models any level in their range).
+        for &level in &sigmas {
+            let (m, name) = match &high {
+                Some(hm) if level > split => (hm, "score_high"),
+                _ => (&model, "score"),
+            };
+            if !m.reads_level(level) {
+                bail!(
+                    "the annealed start reads `{name}` at σ {level:.4}, which the {} model `{}` does not know: \
+                     a UNet is read at DDPM timesteps only (set `burn_in_spacing = \"timesteps\"`)",
+                    m.kind(),
+                    ctx.input(name)?.stage
+                );
+            }
+        }
         let acfg = AnnealConfig {
             langevin_steps: p.usize("burn_in_langevin"),
             top_steps: p.usize("burn_in_top"),

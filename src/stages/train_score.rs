@@ -38,8 +38,8 @@ impl StageKind for TrainScore {
          or `icons` input): `model = \"local\"` trains a fully convolutional score at the one noise level the flow \
          uses (DDPM timestep 10, σ 0.235) by denoising score matching (with `timestep_max`, noise-conditional: \
          σ as an input channel over the levels from `timestep` up, for annealed starts); `model = \"unet\"` \
-         trains the paper's UNet as a 100-step DDPM with v-prediction and reads it at that timestep; \
-         s = -eps_hat / σ."
+         trains the paper's UNet as a 100-step DDPM with v-prediction and reads it at that timestep (an \
+         annealed start also at the others); s = -eps_hat / σ."
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = vec![

@@ -491,13 +491,36 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
         batch: usize,
         out: &mut [f32],
     ) -> Result<()> {
+        self.predict_eps_at(x, n, h, w, self.arch.timestep, batch, out)
+    }
+
+    /// [`Unet::predict_eps`] at DDPM timestep `t` instead of the score's own: the UNet is trained on every
+    /// timestep, so it serves annealed starts from noise at the levels of the schedule.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "batch shape, timestep and chunking of one call"
+    )]
+    pub fn predict_eps_at(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        t: usize,
+        batch: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         assert_eq!(
             x.len(),
             n * self.arch.in_channels * h * w,
             "x must be [n, c, h, w]"
         );
-        self.predict_v(x, h, w, self.arch.timestep, batch, out)?;
-        let (sig, a) = (self.arch.sigma() as f32, self.arch.signal_scale() as f32);
+        if t >= DDPM_STEPS {
+            bail!("UNet timestep {t} outside 0..{DDPM_STEPS}");
+        }
+        self.predict_v(x, h, w, t, batch, out)?;
+        let abar = ddpm_abar(t);
+        let (sig, a) = ((1.0 - abar).sqrt() as f32, abar.sqrt() as f32);
         out.iter_mut()
             .zip(x)
             .for_each(|(o, &x)| *o = sig * x + a * *o);
