@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use dfdx::prelude::Cpu;
 use eqflow::nn::unet::{ddpm_batch, Trainer, Unet, UnetArch};
+use eqflow::science::ddpm_schedule::DDPM_STEPS;
 use eqflow::science::rng::stream;
 use rand::Rng;
 
@@ -51,7 +52,7 @@ fn main() {
     let mut trainer = Trainer::new(model.clone(), 0.01, Some(1.0));
     let mut times = Vec::new();
     for i in 0..=reps {
-        let batch = ddpm_batch(&data, &ids, 2, h * w, &mut rng);
+        let batch = ddpm_batch(&data, &ids, 2, h * w, 0..DDPM_STEPS, &mut rng);
         let t = Instant::now();
         trainer.step(&batch, h, w, 1e-3, i).expect("step");
         if i > 0 {

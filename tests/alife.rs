@@ -405,6 +405,49 @@ fn unet_score_serves_the_annealed_start() {
     );
 }
 
+/// A UNet expert for the top levels (`score_high` trained on timesteps 30-99 only) places the creatures
+/// and the local `score` finishes them: the rollout runs, and the expert is really used (it differs from
+/// the local expert's rollout).
+#[test]
+fn unet_expert_for_the_top_levels_rolls_out() {
+    let p = Project::new();
+    let f = p.copy_shipped("alife_firefly.toml");
+    let expert = [
+        "--set",
+        "stages.score_high.model=unet",
+        "--set",
+        "stages.score_high.unet_channels=[8,8,8]",
+        "--set",
+        "stages.score_high.res_blocks=1",
+        "--set",
+        "stages.score_high.heads=2",
+        "--set",
+        "stages.score_high.batch=4",
+        "--set",
+        "sweep.seeds=1",
+    ];
+    let ema = |extra: &[&str]| {
+        let mut a = args(&["run", &f, "simulate"]);
+        a.extend_from_slice(extra);
+        p.run(&a).assert_ok();
+        let dir = show_with(&p, &f, "simulate", extra);
+        let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
+        t.f32("ema", 5).expect("ema").1
+    };
+    let with_unet = ema(&expert);
+    assert!(with_unet.iter().all(|v| v.is_finite()));
+    let score = show_with(&p, &f, "score_high", &expert);
+    let json = std::fs::read_to_string(score.join("score.json")).expect("score.json");
+    assert!(json.contains("\"model\": \"unet\""), "{json}");
+    let log = std::fs::read_to_string(score.join("log.txt")).expect("log");
+    assert!(log.contains("timesteps 30..100"), "{log}");
+    assert_ne!(
+        with_unet,
+        ema(&["--set", "sweep.seeds=1"]),
+        "the UNet expert must drive the top levels"
+    );
+}
+
 #[test]
 fn user_png_pipeline_uses_the_icon() {
     let p = Project::new();

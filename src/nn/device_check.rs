@@ -20,6 +20,7 @@ use crate::nn::points::check::{
 };
 use crate::nn::points::Network;
 use crate::nn::unet::{batch_loss, ddpm_batch, DdpmBatch, Trainer, Unet, UnetArch};
+use crate::science::ddpm_schedule::DDPM_STEPS;
 use crate::science::rng::stream;
 use dfdx::prelude::*;
 use rand::Rng;
@@ -230,7 +231,7 @@ fn unet_case(quick: bool) -> anyhow::Result<UnetCase> {
         .map(|_| rng.gen_range(-1.0..1.0))
         .collect();
     let ids: Vec<usize> = (0..b).collect();
-    let batch = ddpm_batch(&data, &ids, 2, side * side, &mut rng);
+    let batch = ddpm_batch(&data, &ids, 2, side * side, 0..DDPM_STEPS, &mut rng);
     Ok(UnetCase {
         arch,
         values,
@@ -320,7 +321,7 @@ fn unet_bench<D: Device<f32>>(dev: &D, quick: bool) -> Value {
             .map(|_| rng.gen_range(-1.0..1.0))
             .collect();
         let ids: Vec<usize> = (0..train_b).collect();
-        let batch = ddpm_batch(&data, &ids, 2, side * side, &mut rng);
+        let batch = ddpm_batch(&data, &ids, 2, side * side, 0..DDPM_STEPS, &mut rng);
         let mut trainer = Trainer::new(model.clone(), 0.01, Some(1.0));
         let mut step = 0;
         let train_s = median_seconds(reps, || {

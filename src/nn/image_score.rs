@@ -149,24 +149,26 @@ impl ImageScore {
     }
 
     /// The highest noise level the score knows: a noise-conditional local score's `sigma_max`, the UNet's
-    /// last DDPM timestep (it is trained on all of them); `None` for a single-level local score.
+    /// last trained timestep (the paper's: all of them); `None` for a single-level local score.
     pub fn sigma_max(&self) -> Option<f32> {
         match self {
             Self::Local(m) => m.arch.sigma_max,
-            Self::Unet(_) => Some(ddpm_sigma(DDPM_STEPS - 1)),
+            Self::Unet(m) => Some(ddpm_sigma(m.arch().trained_timesteps().end - 1)),
         }
     }
 
     /// Whether the score can be read at noise level `sigma`: a noise-conditional local score anywhere in
-    /// [σ, `sigma_max`], a single-level one at σ only, the UNet at the levels of its DDPM timesteps (its
-    /// time embedding saw no others).
+    /// [σ, `sigma_max`], a single-level one at σ only, the UNet at the levels of the DDPM timesteps it was
+    /// trained on (its time embedding saw no others).
     pub fn reads_level(&self, sigma: f32) -> bool {
         match self {
             Self::Local(m) => {
                 let top = m.arch.sigma_max.unwrap_or(m.sigma());
                 sigma >= m.sigma() - 1e-6 && sigma <= top + 1e-6
             }
-            Self::Unet(_) => unet_timestep(sigma).is_some(),
+            Self::Unet(m) => {
+                unet_timestep(sigma).is_some_and(|t| m.arch().trained_timesteps().contains(&t))
+            }
         }
     }
 
@@ -283,6 +285,7 @@ mod tests {
             heads: 2,
             time_dim: 4,
             timestep: 10,
+            timestep_max: None,
         };
         Unet::<f32, Cpu>::init(arch, &Cpu::default(), 7).expect("valid arch")
     }
@@ -324,5 +327,22 @@ mod tests {
         assert_eq!(s.sigma_max(), Some(ddpm_sigma(99)));
         let between = 0.5 * (ddpm_sigma(50) + ddpm_sigma(51));
         assert!(!s.reads_level(between) && !s.reads_level(1.0));
+    }
+
+    /// An expert trained on timesteps 30-99 only knows those levels, and its top is the schedule's top.
+    #[test]
+    fn unet_expert_reads_only_its_trained_timesteps() {
+        let mut net = tiny_unet();
+        net.arch.timestep = 30;
+        net.arch.timestep_max = Some(99);
+        net.arch.validate().expect("valid range");
+        let s = ImageScore::Unet(Box::new(UnetOn::Cpu(net)));
+        assert_eq!(s.sigma_max(), Some(ddpm_sigma(99)));
+        assert!(s.reads_level(ddpm_sigma(30)) && s.reads_level(ddpm_sigma(99)));
+        assert!(!s.reads_level(ddpm_sigma(29)) && !s.reads_level(ddpm_sigma(10)));
+        let mut arch = tiny_unet().arch;
+        arch.timestep_max = Some(10);
+        let err = arch.validate().expect_err("a range ending at its start");
+        assert!(format!("{err}").contains("timestep_max 10"), "{err}");
     }
 }

@@ -75,7 +75,7 @@ pub fn params() -> Vec<ParamSpec> {
         ParamSpec::int("timestep", 10, "(images) DDPM timestep of the noise level (10: ā 0.94478, σ 0.235)").min(0.0).max(99.0),
         ParamSpec::float("warmup", 0.1, "(images) share of the steps warming the learning rate up (then cosine decay)").probability(),
         ParamSpec::float("grad_clip", 1.0, "(images) clip the gradient norm to this (0: no clipping)").min(0.0),
-        ParamSpec::int("timestep_max", 0, "(images) 0: the score at `timestep` only; above it: a noise-conditional local score (σ as an input channel) trained from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 99, σ 0.997)").min(0.0).max(99.0),
+        ParamSpec::int("timestep_max", 0, "(images) local: 0 trains the score at `timestep` only; above it, a noise-conditional score (σ as an input channel) from `timestep` up to this DDPM timestep, for an annealed start from noise (creatures: 99, σ 0.997). unet: 0 trains on all 100 timesteps (the paper); above `timestep`, on `timestep` to this one only (an expert for the top levels of an annealed start)").min(0.0).max(99.0),
         ParamSpec::choice(
             "prediction",
             &["eps", "v"],
@@ -157,6 +157,10 @@ fn unet_arch(p: &Params, channels: usize) -> UnetArch {
         res_blocks: p.usize("res_blocks"),
         heads: p.usize("heads"),
         timestep: p.usize("timestep"),
+        timestep_max: match p.usize("timestep_max") {
+            0 => None,
+            top => Some(top),
+        },
         ..UnetArch::paper(channels)
     }
 }
@@ -195,9 +199,9 @@ fn run_unet(ctx: &mut StageContext<'_>, data: &ImageData) -> anyhow::Result<Vec<
         .div_ceil(cfg.batch);
     ctx.log(format!(
         "training the UNet (channels {:?}, {} res-blocks, {} heads) on {} on {n} {h}x{w} `{}` fields: \
-         {} steps of batch {} (≈ {:.1} epochs), lr {}, v-prediction over {} DDPM steps",
+         {} steps of batch {} (≈ {:.1} epochs), lr {}, v-prediction on DDPM timesteps {:?}",
         arch.channels, arch.res_blocks, arch.heads, ctx.device.name(), data.preset, cfg.iterations, cfg.batch,
-        cfg.iterations as f64 / per_epoch as f64, cfg.lr, crate::nn::unet::model::DDPM_STEPS
+        cfg.iterations as f64 / per_epoch as f64, cfg.lr, arch.trained_timesteps()
     ));
     let bar = ctx.progress(cfg.iterations as u64, "steps");
     let mut on_step = |_: usize, loss: f64| {

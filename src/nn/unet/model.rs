@@ -46,6 +46,10 @@ pub struct UnetArch {
     pub time_dim: usize,
     /// The DDPM timestep the score is read at (paper 10).
     pub timestep: usize,
+    /// Trained on timesteps `timestep..=timestep_max` only (an expert for the top levels of an annealed
+    /// start); `None`: on all of them, as the paper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestep_max: Option<usize>,
 }
 
 impl UnetArch {
@@ -60,6 +64,15 @@ impl UnetArch {
             heads: 8,
             time_dim: 16,
             timestep: 10,
+            timestep_max: None,
+        }
+    }
+
+    /// The timesteps the model is trained on, and so can be read at.
+    pub fn trained_timesteps(&self) -> std::ops::Range<usize> {
+        match self.timestep_max {
+            Some(top) => self.timestep..top + 1,
+            None => 0..DDPM_STEPS,
         }
     }
 
@@ -91,6 +104,14 @@ impl UnetArch {
         }
         if self.timestep >= DDPM_STEPS {
             bail!("UNet timestep {} outside 0..{DDPM_STEPS}", self.timestep);
+        }
+        if let Some(top) = self.timestep_max {
+            if top <= self.timestep || top >= DDPM_STEPS {
+                bail!(
+                    "UNet timestep_max {top} must lie above timestep {} and below {DDPM_STEPS}",
+                    self.timestep
+                );
+            }
         }
         Ok(())
     }
@@ -515,8 +536,11 @@ impl<E: Dtype, D: Device<E>> Unet<E, D> {
             n * self.arch.in_channels * h * w,
             "x must be [n, c, h, w]"
         );
-        if t >= DDPM_STEPS {
-            bail!("UNet timestep {t} outside 0..{DDPM_STEPS}");
+        if !self.arch.trained_timesteps().contains(&t) {
+            bail!(
+                "UNet timestep {t} outside the timesteps it was trained on ({:?})",
+                self.arch.trained_timesteps()
+            );
         }
         self.predict_v(x, h, w, t, batch, out)?;
         let abar = ddpm_abar(t);

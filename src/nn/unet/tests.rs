@@ -9,7 +9,7 @@ use rand::Rng;
 use super::blocks::Builder;
 use super::model::{ddpm_abar, Unet, UnetArch};
 use super::ops::*;
-use super::train::{lr_at, train_unet, UnetTrainConfig};
+use super::train::{ddpm_batch, lr_at, train_unet, UnetTrainConfig};
 use crate::science::rng::stream;
 
 type Taped = OwnedTape<f64, Cpu>;
@@ -252,6 +252,7 @@ fn tiny_arch() -> UnetArch {
         heads: 2,
         time_dim: 4,
         timestep: 10,
+        timestep_max: None,
     }
 }
 
@@ -500,4 +501,22 @@ fn a_diverging_training_fails_with_the_step_and_the_loss() {
         msg.contains("diverged: loss") && msg.contains("at step 1"),
         "{msg}"
     );
+}
+
+/// The DDPM batch draws its timesteps uniformly from the range it is given (an expert's 30-99, both ends
+/// reached) and nowhere else; the targets follow each item's own timestep.
+#[test]
+fn ddpm_batch_draws_timesteps_from_its_range() {
+    let data: Vec<f32> = (0..4 * 2 * 4 * 4)
+        .map(|i| (i % 7) as f32 / 3.5 - 1.0)
+        .collect();
+    let mut rng = crate::science::rng::stream(5, "test/ddpm-batch");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let b = ddpm_batch(&data, &[0, 1, 2, 3], 2, 16, 30..100, &mut rng);
+        seen.extend(b.t.iter().copied());
+    }
+    assert_eq!(seen.first(), Some(&30));
+    assert_eq!(seen.last(), Some(&99));
+    assert_eq!(seen.len(), 70, "every timestep of the range drawn");
 }

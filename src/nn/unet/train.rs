@@ -14,7 +14,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
-use super::model::{ddpm_abar, Unet, UnetArch, DDPM_STEPS};
+use super::model::{ddpm_abar, Unet, UnetArch};
 use super::ops::{cst, to_act_layout, Flat, Mat};
 use crate::science::rng::stream;
 
@@ -71,12 +71,14 @@ pub struct DdpmBatch {
     pub t: Vec<usize>,
 }
 
-/// Draws timesteps and noise for the fields `items` of `data` (`[N, c, h, w]`).
+/// Draws timesteps (uniform over `timesteps`; the paper: all of them) and noise for the fields `items` of
+/// `data` (`[N, c, h, w]`).
 pub fn ddpm_batch(
     data: &[f32],
     items: &[usize],
     c: usize,
     hw: usize,
+    timesteps: std::ops::Range<usize>,
     rng: &mut impl Rng,
 ) -> DdpmBatch {
     let len = c * hw;
@@ -84,7 +86,7 @@ pub fn ddpm_batch(
     let mut v = Vec::with_capacity(items.len() * len);
     let mut t = Vec::with_capacity(items.len());
     for &i in items {
-        let ti = rng.gen_range(0..DDPM_STEPS);
+        let ti = rng.gen_range(timesteps.clone());
         let abar = ddpm_abar(ti);
         let (a, s) = (abar.sqrt() as f32, (1.0 - abar).sqrt() as f32);
         for &x0 in &data[i * len..(i + 1) * len] {
@@ -272,6 +274,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
             data.len()
         );
     }
+    let ts = arch.trained_timesteps();
     let model = Unet::<E, D>::init(arch, dev, cfg.seed)?;
     model.grids(1, h, w)?;
     let n_val = if n >= 2 {
@@ -289,7 +292,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
     let mut val_rng = stream(cfg.seed, "unet/validation");
     let val_batches: Vec<DdpmBatch> = val_ids
         .chunks(batch)
-        .map(|ids| ddpm_batch(data, ids, c, h * w, &mut val_rng))
+        .map(|ids| ddpm_batch(data, ids, c, h * w, ts.clone(), &mut val_rng))
         .collect();
     let validate = |m: &Unet<E, D>| -> Result<f64> {
         let mut sum = 0.0;
@@ -318,7 +321,7 @@ pub fn train_unet<E: Dtype, D: Device<E>>(
         }
         let k = step % per_epoch;
         let ids = &epoch_order[k * batch..((k + 1) * batch).min(n_train)];
-        let b = ddpm_batch(data, ids, c, h * w, &mut rng);
+        let b = ddpm_batch(data, ids, c, h * w, ts.clone(), &mut rng);
         let lr = lr_at(step, cfg.iterations, warmup, cfg.lr);
         let loss = trainer.step(&b, h, w, lr, step)?;
         log.losses.push(loss);
