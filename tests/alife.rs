@@ -272,6 +272,8 @@ fn film_scores_train_and_roll_out() {
         "--set",
         "stages.score.film_knots=3",
         "--set",
+        "stages.score_high.model=local",
+        "--set",
         "stages.score_high.film_knots=3",
     ];
     let mut a = args(&["run", &f, "simulate"]);
@@ -302,6 +304,7 @@ fn film_knots_misuse_is_a_config_error() {
             "stages.score.timestep_max=0",
             "needs a noise-conditional score",
         ),
+        ("stages.score.model=unet", "the local model's"),
     ] {
         let mut a = args(&["run", &f, "score"]);
         a.extend_from_slice(&["--set", "stages.score.film_knots=4", "--set", set]);

@@ -130,6 +130,12 @@ pub fn check(p: &Params) -> Vec<(&'static str, String)> {
             "film_knots",
             "must be 0 (off) or at least 2 (one knot cannot vary with σ)".to_string(),
         ));
+    } else if film > 0 && p.str("model") == "unet" {
+        out.push((
+            "film_knots",
+            "is the local model's noise conditioning; the UNet has its own (a time embedding): set 0"
+                .to_string(),
+        ));
     } else if film > 0 && t_max <= t {
         out.push((
             "film_knots",
