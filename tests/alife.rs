@@ -70,6 +70,16 @@ fn show_with(p: &Project, file: &str, stage: &str, extra: &[&str]) -> PathBuf {
     PathBuf::from(r.stdout.trim().lines().next().expect("a path"))
 }
 
+/// Runs the tiny pipeline's `simulate` with `extra` settings and returns its first canvas's smoothed frames.
+fn rollout_ema(p: &Project, file: &str, extra: &[&str]) -> Vec<f32> {
+    let mut a = args(&["run", file, "simulate"]);
+    a.extend_from_slice(extra);
+    p.run(&a).assert_ok();
+    let dir = show_with(p, file, "simulate", extra);
+    let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
+    t.f32("ema", 5).expect("ema").1
+}
+
 fn assert_png(path: &Path) {
     let decoder = png::Decoder::new(std::fs::File::open(path).expect("png exists"));
     let reader = decoder.read_info().expect("png decodes");
@@ -346,15 +356,7 @@ fn score_high_is_checked_and_used_above_the_split() {
     );
     let ema = |split: &str| {
         let set = format!("stages.simulate.score_split={split}");
-        run(&["--set", &set]).assert_ok();
-        let dir = show_with(
-            &p,
-            &f,
-            "simulate",
-            &["--set", "sweep.seeds=1", "--set", &set],
-        );
-        let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
-        t.f32("ema", 5).expect("ema").1
+        rollout_ema(&p, &f, &["--set", "sweep.seeds=1", "--set", &set])
     };
     // 0.9972: just above the top level (timestep 99, σ 0.99719), which `score` reaches too.
     assert_ne!(
@@ -388,16 +390,13 @@ fn unet_score_serves_the_annealed_start() {
         "--set",
         "sweep.seeds=1",
     ];
-    let mut a = args(&["run", &f, "simulate"]);
-    a.extend_from_slice(&unet);
-    p.run(&a).assert_ok();
+    assert!(rollout_ema(&p, &f, &unet).iter().all(|v| v.is_finite()));
     let dir = show_with(&p, &f, "simulate", &unet);
-    let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
-    let (_, ema) = t.f32("ema", 5).expect("ema");
-    assert!(ema.iter().all(|v| v.is_finite()));
     let log = std::fs::read_to_string(dir.join("log.txt")).expect("log");
     assert!(log.contains("annealed start"), "{log}");
 
+    let mut a = args(&["run", &f, "simulate"]);
+    a.extend_from_slice(&unet);
     a.extend_from_slice(&["--set", "stages.simulate.burn_in_spacing=geometric"]);
     let r = p.run(&a);
     assert!(!r.ok(), "a UNet between its timesteps must be refused");
@@ -429,15 +428,7 @@ fn unet_expert_for_the_top_levels_rolls_out() {
         "--set",
         "sweep.seeds=1",
     ];
-    let ema = |extra: &[&str]| {
-        let mut a = args(&["run", &f, "simulate"]);
-        a.extend_from_slice(extra);
-        p.run(&a).assert_ok();
-        let dir = show_with(&p, &f, "simulate", extra);
-        let t = eqflow::io::read_tensors(&dir.join("frames.safetensors")).expect("frames");
-        t.f32("ema", 5).expect("ema").1
-    };
-    let with_unet = ema(&expert);
+    let with_unet = rollout_ema(&p, &f, &expert);
     assert!(with_unet.iter().all(|v| v.is_finite()));
     let score = show_with(&p, &f, "score_high", &expert);
     let json = std::fs::read_to_string(score.join("score.json")).expect("score.json");
@@ -446,7 +437,7 @@ fn unet_expert_for_the_top_levels_rolls_out() {
     assert!(log.contains("timesteps 30..100"), "{log}");
     assert_ne!(
         with_unet,
-        ema(&["--set", "sweep.seeds=1"]),
+        rollout_ema(&p, &f, &["--set", "sweep.seeds=1"]),
         "the UNet expert must drive the top levels"
     );
 }

@@ -273,20 +273,9 @@ impl ImageScore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::unet::UnetArch;
 
     fn tiny_unet() -> Unet<f32, Cpu> {
-        let arch = UnetArch {
-            model: "unet".into(),
-            in_channels: 2,
-            channels: vec![4, 8],
-            res_blocks: 1,
-            groups: 2,
-            heads: 2,
-            time_dim: 4,
-            timestep: 10,
-            timestep_max: None,
-        };
+        let arch = crate::nn::unet::tests::tiny_arch();
         Unet::<f32, Cpu>::init(arch, &Cpu::default(), 7).expect("valid arch")
     }
 

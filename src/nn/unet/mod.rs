@@ -15,4 +15,4 @@ pub use train::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -242,7 +242,8 @@ fn res_block_gradients_check() {
     });
 }
 
-fn tiny_arch() -> UnetArch {
+/// A 2-level, 2-channel UNet small enough for f64 gradient checks (also used by `nn::image_score`'s tests).
+pub(crate) fn tiny_arch() -> UnetArch {
     UnetArch {
         model: "unet".into(),
         in_channels: 2,
