@@ -19,10 +19,11 @@ fn main() {
     }
 }
 
-/// glibc serves an allocation above its mmap threshold with a fresh mapping that it unmaps again on free, so a
-/// UNet step on the CPU, which allocates and frees activations of a few MiB each, page-faults them in anew
-/// every time (20 steps of a small UNet: 18.7 s with 3.5 s in the kernel; with this, 16.4 s and 1.3 s). A fixed threshold at glibc's maximum
-/// (32 MiB) and a high trim threshold keep them in the heap; the numbers computed are the same.
+/// glibc serves an allocation above its mmap threshold with a fresh mapping that it unmaps again on free, so
+/// a UNet step on the CPU, which allocates and frees activations of a few MiB each, page-faults them in anew
+/// every time (20 steps of a small UNet: 18.7 s with 3.5 s in the kernel; with this, 16.4 s and 1.3 s). A
+/// fixed threshold at glibc's maximum (32 MiB) and a high trim threshold keep them in the heap; the numbers
+/// computed are the same.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_large_allocations_in_the_heap() {
     // SAFETY: mallopt only sets allocator parameters; called first thing, before any other thread exists.

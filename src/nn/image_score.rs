@@ -1,7 +1,8 @@
 //! One type for "the score of an image density at the flow's noise level", whichever network a
 //! `train_score` stage trained: the CPU local model ([`LocalScore`], ε-prediction at one σ) or the
 //! paper's UNet ([`Unet`], v-prediction over the DDPM schedule, read at its timestep, or at any other
-//! timestep of the schedule for an annealed start from noise). Everything downstream (rollouts, alignment, image flows) sees only ε̂, σ, the signal scale and the score.
+//! timestep of the schedule for an annealed start from noise). Everything downstream (rollouts, alignment,
+//! image flows) sees only ε̂, σ, the signal scale and the score.
 //!
 //! The UNet runs on the pipeline's device: the CPU, or CUDA when eqflow is built with `--features cuda`.
 
@@ -67,6 +68,16 @@ impl UnetOn {
     /// Loads a UNet checkpoint onto `device`.
     pub fn load(path: &Path, device: ComputeDevice) -> Result<Self> {
         Self::on_device(&Unet::load(path, &Cpu::default())?, device)
+    }
+
+    /// ε̂ at DDPM timestep `t` on whichever device the model is ([`Unet::predict_eps_at`]).
+    fn predict_eps_at(&self, x: &[f32], n: usize, h: usize, w: usize, t: usize, out: &mut [f32]) {
+        let done = |r: Result<()>| r.expect("field size checked when the score was loaded");
+        match self {
+            Self::Cpu(m) => done(m.predict_eps_at(x, n, h, w, t, UNET_BATCH, out)),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(m) => done(m.predict_eps_at(x, n, h, w, t, UNET_BATCH, out)),
+        }
     }
 
     fn arch(&self) -> &super::unet::UnetArch {
@@ -204,12 +215,7 @@ impl ImageScore {
                 let t = unet_timestep(sigma).unwrap_or_else(|| {
                     panic!("the UNet is read at DDPM timesteps only, and σ {sigma} is none")
                 });
-                let done = |r: Result<()>| r.expect("field size checked when the score was loaded");
-                match &**m {
-                    UnetOn::Cpu(m) => done(m.predict_eps_at(x, n, h, w, t, UNET_BATCH, out)),
-                    #[cfg(feature = "cuda")]
-                    UnetOn::Cuda(m) => done(m.predict_eps_at(x, n, h, w, t, UNET_BATCH, out)),
-                }
+                m.predict_eps_at(x, n, h, w, t, out);
                 if clip_x0 {
                     eps_to_clipped_score(x, sigma, self.signal_scale_at(sigma), out);
                 } else {
@@ -234,14 +240,9 @@ impl ImageScore {
     /// The predicted noise ε̂ for a batch `[n, c, h, w]` (the UNet: ε̂ = sqrt(1 - ā) x + sqrt(ā) v̂).
     /// Panics if the size does not fit; stages call [`ImageScore::check_size`] first.
     pub fn predict_eps(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
-        let done = |r: Result<()>| r.expect("field size checked when the score was loaded");
         match self {
             Self::Local(m) => m.predict_eps(x, n, h, w, out),
-            Self::Unet(m) => match &**m {
-                UnetOn::Cpu(m) => done(m.predict_eps(x, n, h, w, UNET_BATCH, out)),
-                #[cfg(feature = "cuda")]
-                UnetOn::Cuda(m) => done(m.predict_eps(x, n, h, w, UNET_BATCH, out)),
-            },
+            Self::Unet(m) => m.predict_eps_at(x, n, h, w, m.arch().timestep, out),
         }
     }
 

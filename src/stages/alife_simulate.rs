@@ -151,12 +151,14 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             "timesteps" => timestep_levels(top, sig, levels),
             _ => anneal_levels(top, sig, levels),
         };
+        // The score serving each level, and its input's name: `score_high` above the split.
+        let serving = |level: f32| match &high {
+            Some(hm) if level > split => (hm, "score_high"),
+            _ => (&model, "score"),
+        };
         // The UNet knows the levels of its DDPM timesteps only (the local models any level in their range).
         for &level in &sigmas {
-            let (m, name) = match &high {
-                Some(hm) if level > split => (hm, "score_high"),
-                _ => (&model, "score"),
-            };
+            let (m, name) = serving(level);
             if !m.reads_level(level) {
                 bail!(
                     "the annealed start reads `{name}` at σ {level:.4}, which the {} model `{}` does not know: \
@@ -196,11 +198,9 @@ pub fn run(ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
             &|s| model.signal_scale_at(s),
             &acfg,
             &mut |x, sigma, out| {
-                let m = match &high {
-                    Some(hm) if sigma > split => hm,
-                    _ => &model,
-                };
-                m.score_at_with(x, x.len() / len, h, w, sigma, clip, out)
+                serving(sigma)
+                    .0
+                    .score_at_with(x, x.len() / len, h, w, sigma, clip, out)
             },
             &mut |step, sigma, x, s| {
                 ema.kind = FrameKind::Denoised {
